@@ -1,0 +1,86 @@
+# kiosk.lxc: two commands for a newcomer, `make demo` and `make test`.
+# Everything else here is a step of those two. All steps are idempotent.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+VENV    := .venv
+BIN     := $(CURDIR)/$(VENV)/bin
+BUILD   := $(CURDIR)/build
+# The collection seen where Ansible looks for it (a symlink back to this tree)
+# and a real copy for ansible-test, which insists on .../ansible_collections/kiosk/lxc.
+COLLECTIONS := $(BUILD)/collections
+SANITY_DIR  ?= $(BUILD)/sanity/ansible_collections/kiosk/lxc
+PYTHON_VERSION := 3.11
+
+export PATH := $(BIN):$(PATH)
+export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export PYTHONDONTWRITEBYTECODE := 1
+
+# Debian packages: the one list is bindep.txt ("host" = a managed kiosk, "test" = this machine).
+pkgs = $(shell awk '!/^\#/ && NF && /\[[^]]*\<$(1)\>/ {print $$1}' bindep.txt)
+
+.PHONY: help
+help:
+	@echo "make demo   provision this machine as a kiosk with playbooks/site.yml"
+	@echo "make test   install what the tests need, then run the whole suite"
+
+# ---------------------------------------------------------------- set-up
+.PHONY: deps deps-apt
+deps: deps-apt $(VENV)/.stamp collection-link
+
+deps-apt:
+	@missing=""; for p in $(call pkgs,test); do \
+	  dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "apt: installing$$missing"; \
+	  apt-get update -qq; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	else echo "apt: all test packages present"; fi
+
+$(VENV)/.stamp: requirements-dev.txt
+	python3 -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+.PHONY: collection-link
+collection-link:
+	@mkdir -p $(COLLECTIONS)/ansible_collections/kiosk
+	@ln -sfn $(CURDIR) $(COLLECTIONS)/ansible_collections/kiosk/lxc
+
+# ---------------------------------------------------------------- the suite
+.PHONY: test lint sanity unit integration
+test: deps lint sanity unit integration
+	@echo "make test: every step passed"
+
+lint: deps
+	ruff check .
+	ruff format --check .
+	yamllint -s .
+	ansible-lint
+
+# ansible-test wants the checkout at .../ansible_collections/kiosk/lxc: copy
+# the files git knows (tracked and new, not ignored) there and run it.
+sanity: deps
+	rm -rf $(SANITY_DIR) && mkdir -p $(SANITY_DIR)
+	git ls-files -co --exclude-standard -z | xargs -0 tar -cf - | tar -xf - -C $(SANITY_DIR)
+	cd $(SANITY_DIR) && git init -q && git add -A && \
+	  ansible-test sanity --venv --python $(PYTHON_VERSION) --color no $(SANITY_ARGS)
+
+unit: deps
+	pytest -q -p no:cacheprovider tests/unit
+
+integration: deps
+	pytest -q -p no:cacheprovider -rs tests/integration
+
+# ---------------------------------------------------------------- the main job
+.PHONY: demo
+demo: deps
+	ansible-playbook -i inventory/demo.yml playbooks/site.yml
+
+.PHONY: clean
+clean:
+	rm -rf $(BUILD)
