@@ -49,7 +49,7 @@ def hybrid_unified_mount() -> str | None:
     unified = None
     with open("/proc/self/mountinfo", encoding="utf-8") as fh:
         for line in fh:
-            left, _, right = line.partition(" - ")
+            left, right = line.split(" - ", 1)
             fstype = right.split()[0]
             mountpoint = left.split()[4]
             if fstype == "cgroup":
