@@ -52,8 +52,8 @@ collection-link:
 	@ln -sfn $(CURDIR) $(COLLECTIONS)/ansible_collections/kiosk/lxc
 
 # ---------------------------------------------------------------- the suite
-.PHONY: test lint sanity unit integration
-test: deps lint sanity unit integration
+.PHONY: test lint sanity unit integration galaxy
+test: deps lint sanity galaxy unit integration
 	@echo "make test: every step passed"
 
 lint: deps
@@ -74,6 +74,13 @@ sanity: deps
 	git ls-files -co --exclude-standard -z | xargs -0 tar -cf - | tar -xf - -C $(SANITY_DIR)
 	cd $(SANITY_DIR) && git init -q && git add -A && \
 	  ansible-test sanity --venv --python $(PYTHON_VERSION) --color no $(SANITY_ARGS)
+
+# The collection builds into a tarball that installs, and its modules are found there.
+galaxy: deps
+	rm -rf $(BUILD)/dist && mkdir -p $(BUILD)/dist
+	ansible-galaxy collection build --force --output-path $(BUILD)/dist .
+	ansible-galaxy collection install --force -p $(BUILD)/dist/installed $(BUILD)/dist/kiosk-lxc-*.tar.gz
+	test -f $(BUILD)/dist/installed/ansible_collections/kiosk/lxc/MANIFEST.json
 
 unit: deps
 	pytest -q -p no:cacheprovider tests/unit

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import secrets
 import sys
 from pathlib import Path
 
@@ -21,10 +22,8 @@ sys.path.insert(0, str(REPO / "tests" / "lib"))
 # module_utils import as ansible_collections.kiosk.lxc.plugins.module_utils...
 sys.path.insert(0, str(REPO / "build" / "collections"))
 
-import guest as guestlib  # noqa: E402
-import libvirtd  # noqa: E402
-
-import secrets  # noqa: E402
+import guest as guestlib
+import libvirtd
 
 # Unique per pytest session, so parallel sessions never remove each other's guests.
 TEST_PREFIX = f"kt{secrets.token_hex(2)}-"

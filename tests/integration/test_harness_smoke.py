@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import guest as guestlib
 import libvirt
+import pytest
 
 
 def test_busybox_guest_boots_runs_init_and_goes_away(libvirt_conn, guest_name, busybox_rootfs):
@@ -31,8 +34,6 @@ def test_device_cgroup_probe_tells_eperm_from_enxio(libvirt_conn, guest_name, bu
     kernel and fails with ENXIO. cgroup v1 only: on v2 the rule is libvirt's
     BPF program, checked in the kiosk VM scenarios.
     """
-    import pytest
-
     root = busybox_rootfs(guestlib.probe_loop(["/probe/snd"]))
     guestlib.mknod_char(root / "probe" / "snd", 116, 77)
     dom = libvirt_conn.defineXML(guestlib.domain_xml(guest_name, root))
@@ -49,8 +50,6 @@ def test_device_cgroup_probe_tells_eperm_from_enxio(libvirt_conn, guest_name, bu
 
 
 def _v1_devices_dir(dom):
-    from pathlib import Path
-
     base = Path("/sys/fs/cgroup/devices/machine")
     if not base.is_dir():
         return None

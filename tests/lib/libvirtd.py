@@ -68,9 +68,7 @@ class Daemon:
 
     def _spawn(self, argv: list[str], log_name: str) -> subprocess.Popen:
         log = open(self.log_dir / log_name, "ab")  # noqa: SIM115 - kept for the daemon's life
-        proc = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.procs.append(proc)
         return proc
 

@@ -35,8 +35,9 @@ def ansible_env(record_file: str | None = None) -> dict[str, str]:
     return env
 
 
-def run_playbook(playbook: Path | str, *args: str, inventory: str = "localhost,",
-                 extra_vars: dict | None = None) -> tuple[subprocess.CompletedProcess, list[dict]]:
+def run_playbook(
+    playbook: Path | str, *args: str, inventory: str = "localhost,", extra_vars: dict | None = None
+) -> tuple[subprocess.CompletedProcess, list[dict]]:
     """Run a playbook; returns the process and the recorded task results."""
     with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as rec:
         record = rec.name
@@ -49,8 +50,7 @@ def run_playbook(playbook: Path | str, *args: str, inventory: str = "localhost,"
     ]  # fmt: skip
     if extra_vars:
         cmd[1:1] = ["-e", json.dumps(extra_vars)]
-    proc = subprocess.run(cmd, env=ansible_env(record), capture_output=True, text=True,
-                          check=False)
+    proc = subprocess.run(cmd, env=ansible_env(record), capture_output=True, text=True, check=False)
     try:
         lines = Path(record).read_text(encoding="utf-8").splitlines()
     finally:
@@ -60,12 +60,14 @@ def run_playbook(playbook: Path | str, *args: str, inventory: str = "localhost,"
 
 def run_module(module: str, args: dict, *, check: bool = False, diff: bool = False) -> dict:
     """Run one module task; return its result with `_status` and `_stdout` added."""
-    play = [{
-        "name": "module under test",
-        "hosts": "all",
-        "gather_facts": False,
-        "tasks": [{"name": "under test", module: args}],
-    }]
+    play = [
+        {
+            "name": "module under test",
+            "hosts": "all",
+            "gather_facts": False,
+            "tasks": [{"name": "under test", module: args}],
+        }
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         pb = Path(tmp) / "play.yml"
         pb.write_text(json.dumps(play), encoding="utf-8")
