@@ -39,9 +39,7 @@ def make_rootfs(root: Path, init_body: str = "", *, busybox: str = BUSYBOX) -> P
     for d in ("bin", "dev", "proc", "sys", "tmp", "out", "etc", "run"):
         (root / d).mkdir(parents=True, exist_ok=True)
     shutil.copy2(busybox, root / "bin" / "busybox")
-    applets = subprocess.run(
-        [busybox, "--list"], check=True, capture_output=True, text=True
-    ).stdout.split()
+    applets = subprocess.run([busybox, "--list"], check=True, capture_output=True, text=True).stdout.split()
     for applet in applets:
         link = root / "bin" / applet
         if not link.exists() and not link.is_symlink():

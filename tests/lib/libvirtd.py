@@ -1,26 +1,24 @@
-"""Find or start a real libvirtd with the LXC driver, for tests and the demo.
+"""Find or start a real libvirtd with the LXC driver, for the test session.
 
-On these machines nothing starts libvirtd (no systemd), and the hybrid cgroup
-layout (v1 controllers plus cgroup2 at /sys/fs/cgroup/unified) makes libvirt
-9.0's LXC driver fail every guest start with "Unable to create directory
-/sys/fs/cgroup/unified". Starting libvirtd in a private mount namespace with
-that one mount removed works and touches nothing outside the namespace
-(PLATFORM.md). On a pure v2 or pure v1 host the daemon is started as it is.
+How libvirtd is started on these hosts is the collection's own code
+(module_utils/host/libvirtd.py, also behind the kiosk.lxc.libvirtd module);
+here it runs in the foreground as a child of the test session, so the session
+can stop it at the end.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import libvirt
+from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
+from ansible_collections.kiosk.lxc.plugins.module_utils.host import libvirtd as host_libvirtd
 
-URI = "lxc:///system"
+URI = host_libvirtd.DEFAULT_URI
 
 
 class HarnessError(RuntimeError):
@@ -43,22 +41,6 @@ def try_connect(uri: str = URI) -> libvirt.virConnect | None:
         return None
 
 
-def hybrid_unified_mount() -> str | None:
-    """The cgroup2 mount point beside v1 controllers, if this host has one."""
-    v1 = False
-    unified = None
-    with open("/proc/self/mountinfo", encoding="utf-8") as fh:
-        for line in fh:
-            left, right = line.split(" - ", 1)
-            fstype = right.split()[0]
-            mountpoint = left.split()[4]
-            if fstype == "cgroup":
-                v1 = True
-            elif fstype == "cgroup2" and mountpoint != "/sys/fs/cgroup":
-                unified = mountpoint
-    return unified if v1 else None
-
-
 class Daemon:
     """A libvirtd (and virtlogd) this process started; stop() ends both."""
 
@@ -73,31 +55,19 @@ class Daemon:
         return proc
 
     def start(self, uri: str = URI, timeout: float = 30.0) -> libvirt.virConnect:
-        for tool in ("libvirtd", "virtlogd", "unshare"):
-            if not shutil.which(tool):
-                raise HarnessError(f"{tool} is not installed (see bindep.txt)")
-        for d in ("/var/log/libvirt", "/run/libvirt", "/var/lib/libvirt"):
-            os.makedirs(d, exist_ok=True)
+        try:
+            argv = host_libvirtd.libvirtd_argv(daemonize=False)
+        except KioskError as exc:
+            raise HarnessError(exc.msg) from exc
+        host_libvirtd.prepare_runtime_dirs()
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        if not Path("/run/libvirt/virtlogd-sock").exists():
-            self._spawn(["virtlogd"], "virtlogd.log")
-        unified = hybrid_unified_mount()
-        if unified:
-            argv = [
-                "unshare", "-m", "--propagation", "private", "sh", "-c",
-                f"umount {unified} && exec libvirtd",
-            ]  # fmt: skip
-        else:
-            argv = ["libvirtd"]
+        logd = host_libvirtd.virtlogd_argv(daemonize=False)
+        if logd:
+            self._spawn(logd, "virtlogd.log")
         daemon = self._spawn(argv, "libvirtd.log")
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            conn = try_connect(uri)
-            if conn is not None:
-                return conn
-            if daemon.poll() is not None:
-                break
-            time.sleep(0.2)
+        conn = host_libvirtd.wait_until(lambda: try_connect(uri), timeout, alive=lambda: daemon.poll() is None)
+        if conn is not None:
+            return conn
         self.stop()
         tail = (self.log_dir / "libvirtd.log").read_text(errors="replace")[-2000:]
         raise HarnessError(f"libvirtd did not answer on {uri} within {timeout:.0f} s: {tail}")

@@ -74,9 +74,7 @@ def run_module(module: str, args: dict, *, check: bool = False, diff: bool = Fal
         flags = (["--check"] if check else []) + (["--diff"] if diff else [])
         proc, records = run_playbook(pb, *flags)
     if not records:
-        raise AssertionError(
-            f"ansible-playbook ran no task (rc={proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
-        )
+        raise AssertionError(f"ansible-playbook ran no task (rc={proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     result = dict(records[-1]["result"])
     result["_status"] = records[-1]["status"]
     result["_stdout"] = proc.stdout

@@ -1,0 +1,109 @@
+#!/usr/bin/python
+# Copyright: kiosk.lxc contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: host_info
+short_description: What a kiosk host offers libvirt LXC guests, and what would stop them
+version_added: 0.1.0
+description:
+  - A preflight in the spirit of C(lxc-checkconfig), read from the running kernel rather than a kernel config.
+  - Reports namespaces, the cgroup layout (V(v1), V(v2) or V(hybrid)) and its device controller, the C(alsa),
+    C(drm) and C(input) majors from C(/proc/devices), the ALSA cards, whether systemd runs, and whether libvirt's LXC
+    driver is installed.
+  - RV(problems) lists what stops guests from running, RV(limits) what limits them; the host role fails on the
+    first list.
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+options:
+  require_libvirt:
+    description: Count a missing libvirt LXC driver as a problem.
+    type: bool
+    default: true
+author:
+  - kiosk.lxc contributors (@kiosk-lxc)
+"""
+
+EXAMPLES = r"""
+- name: Check that this host can run kiosk guests
+  kiosk.lxc.host_info:
+  register: kiosk_host
+
+- name: Stop here when it cannot
+  ansible.builtin.assert:
+    that: kiosk_host.problems | length == 0
+    fail_msg: "{{ kiosk_host.problems | join(' ') }}"
+"""
+
+RETURN = r"""
+host:
+  description: What the host offers.
+  returned: always
+  type: dict
+  contains:
+    architecture:
+      description: Machine architecture, for example V(aarch64).
+      type: str
+    kernel:
+      description: Kernel release.
+      type: str
+    namespaces:
+      description: Namespace name to whether the kernel has it.
+      type: dict
+    user_namespaces:
+      description: Whether user namespaces can be created.
+      type: bool
+    cgroup:
+      description: Cgroup layout (V(v1), V(v2), V(hybrid)), its mounts and the device controller.
+      type: dict
+    majors:
+      description: Character majors by name (null when the driver is not loaded).
+      type: dict
+    sound_cards:
+      description: ALSA card descriptions from /proc/asound/cards.
+      type: list
+      elements: str
+    systemd:
+      description: Whether systemd is the running service manager.
+      type: bool
+    libvirt_lxc_driver:
+      description: Whether libvirt's LXC driver is installed.
+      type: bool
+problems:
+  description: One sentence per thing that stops guests from running on this host.
+  returned: always
+  type: list
+  elements: str
+limits:
+  description: One sentence per thing that limits guests on this host.
+  returned: always
+  type: list
+  elements: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.kiosk.lxc.plugins.module_utils.host.preflight import gather, problems
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(require_libvirt=dict(type="bool", default=True)),
+        supports_check_mode=True,
+    )
+    facts = gather()
+    fatal, warn = problems(facts, require_libvirt=module.params["require_libvirt"])
+    for w in warn:
+        module.warn(w)
+    module.exit_json(changed=False, host=facts, problems=fatal, limits=warn)
+
+
+if __name__ == "__main__":
+    main()
