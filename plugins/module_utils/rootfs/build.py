@@ -1,0 +1,344 @@
+# Copyright: kiosk.lxc contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Guest root filesystems, built once per definition and never half-used.
+
+A rootfs is named by what defines it (method, release, architecture, mirror,
+packages, image checksum, guest OS configuration): the same definition maps to
+the same directory, so a second run finds it and does nothing. A build goes
+into a hidden sibling directory and is renamed into place only when complete,
+with a manifest written inside it; a killed build leaves only the hidden
+directory, which the next run removes and redoes. A lock file serialises
+concurrent runs on one host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import tarfile
+
+from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
+
+MANIFEST = ".kiosk-rootfs.json"
+FORMAT_VERSION = 1
+METHODS = ("debootstrap", "image", "distrobuilder", "clone")
+AUDIO_STACKS = {
+    "none": [],
+    "pulseaudio": ["pulseaudio", "pulseaudio-utils", "alsa-utils"],
+    "pipewire": ["pipewire", "pipewire-pulse", "wireplumber", "pulseaudio-utils", "alsa-utils"],
+}
+# Debian architecture names by kernel machine name.
+DEB_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "armhf", "i686": "i386"}
+QEMU_BINFMT = {"arm64": "qemu-aarch64", "armhf": "qemu-arm", "amd64": "qemu-x86_64", "i386": "qemu-i386"}
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+PKG_RE = re.compile(r"^[a-z0-9][a-z0-9.+-]+$")
+
+NETWORKD_UNIT = """\
+# Written by kiosk.lxc: DHCP on the guest's first interface.
+[Match]
+Name=eth0
+
+[Network]
+DHCP=yes
+"""
+
+
+def host_deb_arch() -> str:
+    machine = platform.machine()
+    return DEB_ARCH.get(machine, machine)
+
+
+def desired(params: dict) -> dict:
+    """Validate the user's options into a definition; raise KioskError before anything is touched."""
+    method = params["method"]
+    if method not in METHODS:
+        raise KioskError(f"method: '{method}' is not one of {', '.join(METHODS)}")
+    name = params.get("name") or ""
+    if name and not NAME_RE.match(name):
+        raise KioskError(f"name: '{name}' may hold only letters, digits, '.', '_' and '-' (64 at most)")
+    arch = params.get("arch") or host_deb_arch()
+    if arch not in QEMU_BINFMT:
+        raise KioskError(f"arch: '{arch}' is not one of {', '.join(sorted(QEMU_BINFMT))}")
+    audio = params.get("audio") or "none"
+    if audio not in AUDIO_STACKS:
+        raise KioskError(f"audio: '{audio}' is not one of {', '.join(AUDIO_STACKS)}")
+    packages = sorted(set(params.get("packages") or []))
+    bad = [p for p in packages if not PKG_RE.match(p)]
+    if bad:
+        raise KioskError(f"packages: '{bad[0]}' is not a Debian package name")
+    user = params.get("user") or ""
+    if user and not re.match(r"^[a-z_][a-z0-9_-]{0,31}$", user):
+        raise KioskError(f"user: '{user}' is not a valid user name")
+    d = {
+        "format": FORMAT_VERSION,
+        "method": method,
+        "arch": arch,
+        "audio": audio,
+        "user": user,
+        "networkd": bool(params.get("networkd", True)),
+    }
+    if method == "debootstrap":
+        d.update(
+            release=params.get("release") or "bookworm",
+            mirror=params.get("mirror") or "http://deb.debian.org/debian",
+            variant=params.get("variant") or "minbase",
+            packages=packages,
+        )
+    elif method == "image":
+        src = params.get("src") or ""
+        sha256 = (params.get("sha256") or "").lower()
+        if not src:
+            raise KioskError("src: the image method needs src, a rootfs.tar.xz path or URL")
+        if not re.match(r"^[0-9a-f]{64}$", sha256):
+            raise KioskError("sha256: the image method needs the image's sha256 (64 hex digits)")
+        if not src.startswith(("http://", "https://")) and not os.path.isfile(src):
+            raise KioskError(f"src: {src} does not exist")
+        if packages:
+            raise KioskError("packages: the image method installs no packages; use debootstrap or distrobuilder")
+        d.update(src=src, sha256=sha256)
+    elif method == "clone":
+        src = params.get("src") or ""
+        base = read_manifest(src) if src else None
+        if base is None:
+            raise KioskError(f"src: {src or '(none)'} is not a rootfs built by kiosk.lxc.rootfs (no {MANIFEST})")
+        hostname = params.get("hostname") or name
+        if not re.match(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$", hostname or ""):
+            raise KioskError(f"hostname: '{hostname}' is not a valid host name")
+        if packages:
+            raise KioskError("packages: a clone installs no packages; give them to the base rootfs")
+        # A clone inherits the base's guest OS settings.
+        d.update(
+            src=src,
+            base_key=base["key"],
+            hostname=hostname,
+            arch=base.get("arch", arch),
+            audio=base.get("audio", audio),
+            user=base.get("user", user),
+            networkd=base.get("networkd", True),
+        )
+    else:
+        definition = params.get("definition") or ""
+        if not os.path.isfile(definition):
+            raise KioskError(f"definition: distrobuilder definition file {definition or '(none)'} does not exist")
+        with open(definition, "rb") as fh:
+            d.update(definition=definition, definition_sha256=hashlib.sha256(fh.read()).hexdigest())
+    d["key"] = cache_key(d)
+    d["name"] = name or f"{d.get('release', method)}-{arch}-{d['key']}"
+    return d
+
+
+def cache_key(d: dict) -> str:
+    significant = {k: v for k, v in d.items() if k not in ("key", "name", "definition", "src")}
+    if d["method"] == "clone":
+        significant["src"] = d["src"]
+    if d["method"] == "image":
+        significant["sha256"] = d["sha256"]
+    blob = json.dumps(significant, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def read_manifest(path: str) -> dict | None:
+    try:
+        with open(os.path.join(path, MANIFEST), encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return None
+
+
+def plan(cache_dir: str, d: dict, state: str = "present") -> dict:
+    """What would change: {changed, actions, path, before, after}."""
+    final = os.path.join(cache_dir, d["name"])
+    manifest = read_manifest(final)
+    current = manifest.get("key") if manifest else None
+    stale = sorted(e for e in _list(cache_dir) if e.startswith(f".build-{d['name']}-"))
+    actions = [f"remove interrupted build {os.path.join(cache_dir, s)}" for s in stale]
+    if state == "absent":
+        if os.path.exists(final):
+            actions.append(f"remove {final}")
+        return _result(actions, final, current, None)
+    if current == d["key"]:
+        return _result(actions, final, current, d["key"])
+    if d["method"] == "clone" and manifest is not None:
+        # A guest's own rootfs holds the guest's state: never replaced behind its back.
+        return _result(actions, final, current, current)
+    if os.path.exists(final):
+        actions.append(f"replace {final} (it was built from another definition)")
+    actions.append(f"build {final} with {d['method']}")
+    return _result(actions, final, current, d["key"])
+
+
+def _result(actions, path, before, after):
+    return {"changed": bool(actions), "actions": actions, "path": path, "before": before, "after": after}
+
+
+def _list(path):
+    try:
+        return os.listdir(path)
+    except FileNotFoundError:
+        return []
+
+
+@contextlib.contextmanager
+def locked(cache_dir: str, name: str):
+    """An exclusive lock per rootfs name: concurrent runs wait for each other."""
+    os.makedirs(cache_dir, mode=0o755, exist_ok=True)
+    with open(os.path.join(cache_dir, f".lock-{name}"), "w", encoding="utf-8") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def apply(cache_dir: str, d: dict, run, state: str = "present", fetch=None) -> dict:
+    """Carry out plan().
+
+    run(argv) runs a command and raises KioskError when it fails; fetch(url,
+    dest) downloads a URL to a file (the module passes Ansible's open_url, so
+    proxies and CA settings are the controller's usual ones).
+    """
+    with locked(cache_dir, d["name"]):
+        p = plan(cache_dir, d, state)  # again, under the lock: another run may have built it
+        final = p["path"]
+        for entry in _list(cache_dir):
+            if entry.startswith(f".build-{d['name']}-"):
+                shutil.rmtree(os.path.join(cache_dir, entry), ignore_errors=True)
+        if state == "absent":
+            shutil.rmtree(final, ignore_errors=True)
+            return p
+        if not p["changed"] or p["before"] == p["after"]:
+            return p
+        work = os.path.join(cache_dir, f".build-{d['name']}-{os.getpid()}")
+        os.makedirs(work)
+        try:
+            BUILDERS[d["method"]](work, d, run, fetch)
+            if d["method"] != "clone":
+                configure(work, d, run)
+            with open(os.path.join(work, MANIFEST), "w", encoding="utf-8") as fh:
+                json.dump(d, fh, indent=2, sort_keys=True)
+            if os.path.exists(final):
+                old = f"{work}.old"
+                os.rename(final, old)
+                os.rename(work, final)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.rename(work, final)
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+        return p
+
+
+def _debootstrap(work: str, d: dict, run, _fetch=None) -> None:
+    include = sorted(set(d["packages"]) | set(AUDIO_STACKS[d["audio"]]) | _config_packages(d))
+    argv = ["debootstrap", f"--variant={d['variant']}", f"--arch={d['arch']}"]
+    if include:
+        argv.append("--include=" + ",".join(include))
+    if d["arch"] != host_deb_arch():
+        _check_binfmt(d["arch"])
+    argv += [d["release"], work, d["mirror"]]
+    run(argv)
+
+
+def _config_packages(d: dict) -> set[str]:
+    pkgs = set()
+    if d["networkd"]:
+        pkgs.add("systemd")
+        pkgs.add("systemd-sysv")
+    if d["user"]:
+        pkgs.add("passwd")
+    return pkgs
+
+
+def _check_binfmt(arch: str, binfmt_dir: str = "/proc/sys/fs/binfmt_misc") -> None:
+    entry = os.path.join(binfmt_dir, QEMU_BINFMT[arch])
+    try:
+        with open(entry, encoding="utf-8") as fh:
+            enabled = fh.readline().strip() == "enabled"
+    except OSError:
+        enabled = False
+    if not enabled:
+        raise KioskError(
+            f"arch: building an {arch} rootfs on a {host_deb_arch()} host needs qemu-user-static with "
+            f"binfmt_misc ({entry} is not enabled): install qemu-user-static and binfmt-support"
+        )
+
+
+def _image(work: str, d: dict, _run, fetch=None) -> None:
+    src = d["src"]
+    local = src
+    if src.startswith(("http://", "https://")):
+        local = f"{work}.download"
+        if fetch is None:
+            raise KioskError(f"src: {src} is a URL and no downloader was given")
+        fetch(src, local)
+    try:
+        digest = hashlib.sha256()
+        with open(local, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        if digest.hexdigest() != d["sha256"]:
+            raise KioskError(f"src: {src} has sha256 {digest.hexdigest()}, not the expected {d['sha256']}")
+        with tarfile.open(local) as tar:
+            # A root filesystem: device nodes, owners and absolute links are wanted.
+            # (Python before 3.11.4, e.g. Debian 12's 3.11.2, has no filter argument.)
+            if hasattr(tarfile, "fully_trusted_filter"):
+                tar.extractall(work, filter="fully_trusted")
+            else:
+                tar.extractall(work)
+    finally:
+        if local != src:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(local)
+    # LXC image-server tarballs hold the rootfs itself, or rootfs/ beside a metadata file.
+    inner = os.path.join(work, "rootfs")
+    if os.path.isdir(inner) and not os.path.isdir(os.path.join(work, "etc")):
+        for entry in os.listdir(inner):
+            os.rename(os.path.join(inner, entry), os.path.join(work, entry))
+        os.rmdir(inner)
+
+
+def _distrobuilder(work: str, d: dict, run, _fetch=None) -> None:
+    if not shutil.which("distrobuilder"):
+        raise KioskError("method: distrobuilder is not installed on this host")
+    run(["distrobuilder", "build-dir", d["definition"], work])
+
+
+def _clone(work: str, d: dict, run, _fetch=None) -> None:
+    """Copy-on-write where the filesystem can (btrfs, XFS reflinks), a plain copy elsewhere."""
+    run(["cp", "-a", "--reflink=auto", "--", os.path.join(d["src"], "."), work])
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(work, MANIFEST))
+    etc = os.path.join(work, "etc")
+    os.makedirs(etc, exist_ok=True)
+    with open(os.path.join(etc, "hostname"), "w", encoding="utf-8") as fh:
+        fh.write(d["hostname"] + "\n")
+    with open(os.path.join(etc, "hosts"), "w", encoding="utf-8") as fh:
+        fh.write(f"127.0.0.1\tlocalhost\n127.0.1.1\t{d['hostname']}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+
+
+BUILDERS = {"debootstrap": _debootstrap, "image": _image, "distrobuilder": _distrobuilder, "clone": _clone}
+
+
+def configure(root: str, d: dict, run) -> None:
+    """The guest OS settings every guest of this rootfs shares."""
+    if d["networkd"]:
+        netdir = os.path.join(root, "etc", "systemd", "network")
+        os.makedirs(netdir, exist_ok=True)
+        with open(os.path.join(netdir, "80-kiosk-eth0.network"), "w", encoding="utf-8") as fh:
+            fh.write(NETWORKD_UNIT)
+        wants = os.path.join(root, "etc", "systemd", "system", "multi-user.target.wants")
+        os.makedirs(wants, exist_ok=True)
+        link = os.path.join(wants, "systemd-networkd.service")
+        if not os.path.lexists(link):
+            os.symlink("/lib/systemd/system/systemd-networkd.service", link)
+    if d["user"]:
+        run(["chroot", root, "sh", "-c",
+             f"getent group audio >/dev/null || groupadd -r audio; "
+             f"id {d['user']} >/dev/null 2>&1 || useradd -m -s /bin/sh -G audio {d['user']}"])  # fmt: skip
