@@ -90,6 +90,12 @@ options:
     description: Configure systemd-networkd for DHCP on the guest's eth0.
     type: bool
     default: true
+  pack:
+    description:
+      - Also pack the rootfs as C(<path>.tar.xz) (kept until the rootfs changes) and return its sha256, to ship it
+        to other hosts and unpack it there with O(method=image).
+    type: bool
+    default: false
   state:
     description: V(absent) removes the rootfs of this definition.
     type: str
@@ -125,6 +131,14 @@ path:
 key:
   description: The hash of the definition the rootfs is built from.
   returned: always
+  type: str
+tarball:
+  description: With O(pack), the tarball's path.
+  returned: when O(pack) is true and not in check mode
+  type: str
+tarball_sha256:
+  description: With O(pack), the tarball's sha256.
+  returned: when O(pack) is true and not in check mode
   type: str
 outdated:
   description: For V(clone), true when the existing clone was made from another definition than asked now.
@@ -164,6 +178,7 @@ def main():
             user=dict(type="str", default=""),
             networkd=dict(type="bool", default=True),
             state=dict(type="str", default="present", choices=["present", "absent"]),
+            pack=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )
@@ -183,10 +198,20 @@ def main():
         plan = build.plan(p["cache_dir"], d, p["state"])
         if plan["changed"] and not module.check_mode:
             build.apply(p["cache_dir"], d, run, p["state"], fetch=fetch)
+        packed = {}
+        if p["pack"] and p["state"] == "present":
+            pack_actions = build.plan_pack(plan["path"]) if not plan["changed"] else [f"pack {plan['path']}.tar.xz"]
+            plan["actions"] += pack_actions
+            plan["changed"] = plan["changed"] or bool(pack_actions)
+            if not module.check_mode:
+                tarball, sha = build.pack(plan["path"], run)
+                packed = dict(tarball=tarball, tarball_sha256=sha)
     except KioskError as exc:
         module.fail_json(msg=exc.msg, **exc.details)
     outdated = plan["after"] is not None and plan["after"] != d["key"]
-    result = dict(changed=plan["changed"], path=plan["path"], key=d["key"], actions=plan["actions"], outdated=outdated)
+    result = dict(
+        changed=plan["changed"], path=plan["path"], key=d["key"], actions=plan["actions"], outdated=outdated, **packed
+    )
     if module._diff:
         result["diff"] = dict(
             before_header=plan["path"],

@@ -176,3 +176,27 @@ def test_a_guest_clone_has_its_own_hostname_and_keeps_its_state(tmp_path, image)
     assert again["_status"] == "ok"
     assert again["outdated"] is True
     assert (root / "etc" / "guest-state").read_text() == "kept"
+
+
+def test_pack_ships_a_checked_tarball_that_unpacks_the_same(tmp_path, image):
+    """The controller build of the rootfs role: pack on one side, unpack checked on the other."""
+    src, sha = image
+    a = args(tmp_path / "controller", src, sha, pack=True)
+    assert run_module("kiosk.lxc.rootfs", a, check=True)["_status"] == "changed"
+    packed = run_module("kiosk.lxc.rootfs", a)
+    assert packed["_status"] == "changed"
+    tarball = Path(packed["tarball"])
+    assert packed["tarball_sha256"] == hashlib.sha256(tarball.read_bytes()).hexdigest()
+    again = run_module("kiosk.lxc.rootfs", a)
+    assert again["_status"] == "ok"
+    assert again["tarball_sha256"] == packed["tarball_sha256"]
+    shipped = run_module(
+        "kiosk.lxc.rootfs",
+        {"method": "image", "name": "shipped", "src": str(tarball), "sha256": packed["tarball_sha256"],
+         "cache_dir": str(tmp_path / "kiosk"), "networkd": False},
+    )  # fmt: skip
+    assert shipped["_status"] == "changed"
+    root = Path(shipped["path"])
+    assert (root / "etc" / "os-release").read_text() == "ID=kiosktest\n"
+    assert (root / "etc" / "systemd" / "network" / "80-kiosk-eth0.network").exists()
+    assert (root / "dev" / "null").is_char_device()

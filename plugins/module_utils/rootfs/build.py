@@ -235,6 +235,39 @@ def apply(cache_dir: str, d: dict, run, state: str = "present", fetch=None) -> d
         return p
 
 
+def tarball_path(path: str) -> str:
+    return f"{path}.tar.xz"
+
+
+def plan_pack(path: str) -> list[str]:
+    """The action that packs a rootfs as <path>.tar.xz, unless that tarball is there and newer."""
+    tarball = tarball_path(path)
+    try:
+        if os.stat(tarball).st_mtime >= os.stat(os.path.join(path, MANIFEST)).st_mtime:
+            return []
+    except FileNotFoundError:
+        pass
+    return [f"pack {tarball}"]
+
+
+def pack(path: str, run) -> tuple[str, str]:
+    """Pack the rootfs at path as <path>.tar.xz (atomically) if needed; returns (tarball, sha256)."""
+    tarball = tarball_path(path)
+    if plan_pack(path):
+        tmp = f"{tarball}.tmp-{os.getpid()}"
+        try:
+            run(["tar", "-C", path, "--numeric-owner", "-cJf", tmp, "."])
+            os.rename(tmp, tarball)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+    digest = hashlib.sha256()
+    with open(tarball, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return tarball, digest.hexdigest()
+
+
 def _debootstrap(work: str, d: dict, run, _fetch=None) -> None:
     include = sorted(set(d["packages"]) | set(AUDIO_STACKS[d["audio"]]) | _config_packages(d))
     argv = ["debootstrap", f"--variant={d['variant']}", f"--arch={d['arch']}"]
