@@ -1,0 +1,246 @@
+# Copyright: kiosk.lxc contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""kiosk.lxc.cgroup_device: read -> desired -> plan -> apply.
+
+Targets: a libvirt LXC guest (`domain`), a systemd machine (`machine`) or a
+raw cgroup path (`cgroup`). For a guest with `persistent`, the rules are also
+kept in its <metadata> (DEVICES_NS, written with setMetadata on the
+persistent definition only, so nothing else in the definition changes) and
+the libvirt hook (hook.py) is installed to apply them at every start.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+
+from ansible_collections.kiosk.lxc.plugins.module_utils.cgroup import cgroupfs, hook, persist, rules, systemd
+from ansible_collections.kiosk.lxc.plugins.module_utils.cgroup.v1 import V1Devices
+from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
+
+try:
+    import libvirt
+except ImportError:  # the module reports it with missing_required_lib
+    libvirt = None
+
+TARGETS = ("domain", "machine", "cgroup")
+LIBVIRTD_PIDFILES = ("/run/libvirtd.pid", "/run/virtlxcd.pid")
+
+
+@dataclass
+class Desired:
+    kind: str
+    target: str
+    specs: list
+    wanted: list
+    state: str
+    persistent: bool
+
+
+@dataclass
+class Current:
+    backend: object = None
+    rules: list = field(default_factory=list)
+    dom: object = None
+    stored: list | None = None
+
+
+@dataclass
+class Host:
+    """What the module touches on the host; tests hand in their own paths."""
+
+    run: object = None
+    proc_devices: str = rules.PROC_DEVICES
+    mountinfo: str = cgroupfs.MOUNTINFO
+    hook_dir: str = hook.HOOK_DIR
+    lib_dir: str = hook.LIB_DIR
+    python: str = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+    pidfiles: tuple = LIBVIRTD_PIDFILES
+
+
+def desired(params: dict, majors) -> Desired:
+    """Validate everything the user gave; nothing has been touched yet."""
+    given = [k for k in TARGETS if params.get(k)]
+    if len(given) != 1:
+        raise KioskError(f"Give exactly one of domain, machine or cgroup (got {', '.join(given) or 'none'})")
+    kind = given[0]
+    persistent = params.get("persistent")
+    if persistent is None:
+        persistent = kind == "domain"
+    if persistent and kind != "domain":
+        raise KioskError(f"Option persistent: only a libvirt guest (domain) keeps rules, not a {kind}")
+    if not params.get("rules"):
+        raise KioskError("Option rules: give at least one device rule")
+    specs = [rules.parse_spec(item) for item in params["rules"]]
+    wanted = [rule for spec in specs for rule in spec.resolve(majors)]
+    return Desired(kind, params[kind], specs, wanted, params.get("state") or "present", persistent)
+
+
+def _domain(conn, name: str):
+    try:
+        dom = conn.lookupByName(name)
+    except libvirt.libvirtError as exc:
+        raise KioskError(f"Guest '{name}': no such guest on {conn.getURI()}") from exc
+    dtype = ET.fromstring(dom.XMLDesc(0)).get("type")
+    if dtype != "lxc":
+        raise KioskError(f"Guest '{name}' is not an LXC guest (its type is '{dtype}')")
+    return dom
+
+
+def _stored(dom) -> list:
+    try:
+        text = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, persist.URI, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_METADATA:
+            return []
+        raise KioskError(f"Guest '{dom.name()}': reading its device rules metadata failed: {exc}") from exc
+    specs, problems = persist.specs_from_metadata(text)
+    if problems:
+        raise KioskError(f"Guest '{dom.name()}': its stored device rules are broken: {problems[0]}")
+    return specs
+
+
+def read(want: Desired, conn, host: Host, majors) -> Current:
+    cur = Current()
+    if want.kind == "domain":
+        cur.dom = _domain(conn, want.target)
+        if want.persistent and not cur.dom.isPersistent():
+            raise KioskError(f"Guest '{want.target}' is transient: persistent rules need a defined guest")
+        if want.persistent:
+            cur.stored = _stored(cur.dom)
+        if cur.dom.isActive():
+            cur.backend = cgroupfs.backend_for_pid(cur.dom.ID(), mountinfo=host.mountinfo)
+        elif not want.persistent:
+            raise KioskError(f"Guest '{want.target}' is not running and persistent is false: nothing to change")
+    elif want.kind == "machine":
+        props = systemd.machine_show(want.target, host.run)
+        path = cgroupfs.cgroup_of_pid(int(props["Leader"]), mountinfo=host.mountinfo)
+        backend = cgroupfs.backend_for_path(path, host.mountinfo)
+        cur.backend = (
+            backend if isinstance(backend, V1Devices) else systemd.SystemdDevices(props["Unit"], host.run, majors)
+        )
+    else:
+        cur.backend = cgroupfs.backend_for_path(want.target, host.mountinfo)
+    if cur.backend is not None:
+        cur.rules = cur.backend.read()
+    return cur
+
+
+def plan(want: Desired, cur: Current, host: Host, majors) -> dict:
+    key = cur.backend.key if cur.backend is not None else rules.v1_key
+    result = {"allow": [], "deny": [], "after": list(cur.rules), "warnings": [], "metadata": None, "hook": []}
+    if cur.backend is not None:
+        if want.state == "present":
+            result["allow"] = rules.plan_allow(cur.rules, want.wanted, key)
+            result["after"] = rules.after_allow(cur.rules, result["allow"], key)
+        else:
+            if rules.allows_everything(cur.rules):
+                raise KioskError(
+                    f"cgroup {cur.backend.path} allows every device (a *:* rwm); single rules cannot be removed from it"
+                )
+            result["deny"] = rules.plan_deny(cur.rules, want.wanted, key)
+            result["after"] = rules.after_deny(cur.rules, result["deny"], key)
+            result["warnings"] = rules.still_covered(result["after"], want.wanted, key)
+    stored_after = None
+    if cur.stored is not None:
+        merge = persist.stored_present if want.state == "present" else persist.stored_absent
+        stored_after = merge(cur.stored, want.specs, majors)
+        if persist.metadata_xml(stored_after) != persist.metadata_xml(cur.stored):
+            result["metadata"] = persist.metadata_xml(stored_after)
+            result["metadata_changed"] = True
+    result["stored_after"] = stored_after
+    if stored_after:
+        files = hook.wanted_files(host.python, host.hook_dir, host.lib_dir)
+        result["hook_files"] = files
+        result["hook"] = hook.plan_install(files)
+        script = os.path.join(host.hook_dir, "lxc.d", hook.HOOK_NAME)
+        result["reload"] = script in result["hook"] and not os.path.exists(script)
+    path = cur.backend.path if cur.backend is not None else None
+    actions = [f"allow '{r}' in {path}" for r in result["allow"]]
+    actions += [f"deny '{r}' in {path}" for r in result["deny"]]
+    if result.get("metadata_changed"):
+        actions.append(f"store {len(stored_after)} device rule(s) in guest '{want.target}' metadata")
+    actions += [f"install {p}" for p in result["hook"]]
+    if result.get("reload"):
+        actions.append("reload libvirtd (SIGHUP) so that it runs the new hook")
+    result["actions"] = actions
+    result["changed"] = bool(result["allow"] or result["deny"] or result.get("metadata_changed") or result["hook"])
+    return result
+
+
+def _reload_libvirtd(host: Host) -> None:
+    if os.path.isdir("/run/systemd/system") and host.run is not None:
+        rc, _out, _err = host.run(["systemctl", "reload", "libvirtd.service"])
+        if rc == 0:
+            return
+    for pidfile in host.pidfiles:
+        try:
+            with open(pidfile, encoding="utf-8") as fh:
+                os.kill(int(fh.read().strip()), signal.SIGHUP)
+            return
+        except (OSError, ValueError):
+            continue
+    raise KioskError("The libvirt hook was installed, but libvirtd could not be reloaded; reload it by hand")
+
+
+def apply(want: Desired, cur: Current, result: dict, host: Host) -> None:
+    for rule in result["allow"]:
+        cur.backend.allow(rule)
+    for rule in result["deny"]:
+        cur.backend.deny(rule)
+    if result.get("metadata_changed"):
+        try:
+            cur.dom.setMetadata(
+                libvirt.VIR_DOMAIN_METADATA_ELEMENT,
+                result["metadata"],
+                persist.PREFIX if result["metadata"] else None,
+                persist.URI,
+                libvirt.VIR_DOMAIN_AFFECT_CONFIG,
+            )
+        except libvirt.libvirtError as exc:
+            raise KioskError(f"Guest '{want.target}': storing its device rules failed: {exc}") from exc
+    if result["hook"]:
+        hook.install(result["hook_files"], result["hook"])
+    if result.get("reload"):
+        _reload_libvirtd(host)
+
+
+def _text(rule_list) -> str:
+    return "".join(f"{r}\n" for r in rule_list)
+
+
+def run(params: dict, conn, check_mode: bool, host: Host) -> dict:
+    """The whole module: returns what exit_json gets."""
+    majors = rules.read_proc_devices(host.proc_devices)
+    want = desired(params, majors)
+    cur = read(want, conn, host, majors)
+    result = plan(want, cur, host, majors)
+    if not check_mode:
+        apply(want, cur, result, host)
+    path = cur.backend.path if cur.backend is not None else None
+    label = f"{want.kind} {want.target}"
+    before = _text(cur.rules) + (f"# stored:\n{_text(cur.stored)}" if cur.stored is not None else "")
+    after = _text(result["after"]) + (
+        f"# stored:\n{_text(result['stored_after'])}" if result["stored_after"] is not None else ""
+    )
+    return {
+        "changed": result["changed"],
+        "cgroup_version": cur.backend.version if cur.backend is not None else None,
+        "cgroup_path": path,
+        "rules": [str(r) for r in result["after"]],
+        "added": [str(r) for r in result["allow"]],
+        "removed": [str(r) for r in result["deny"]],
+        "applied": cur.backend is not None,
+        "persistent_rules": [str(s) for s in result["stored_after"]] if result["stored_after"] is not None else None,
+        "actions": result["actions"],
+        "warnings": result["warnings"],
+        "diff": {
+            "before": before,
+            "after": after,
+            "before_header": f"{label} device rules ({path or 'not running'})",
+            "after_header": f"{label} device rules ({path or 'not running'})",
+        },
+    }
