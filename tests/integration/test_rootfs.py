@@ -124,7 +124,7 @@ def test_two_runs_at_once_build_once(tmp_path, image):
             proc = subprocess.Popen(cmd, env=ansible_env(rec.name), cwd=REPO, stdout=subprocess.PIPE)
             procs.append((proc, rec.name))
         time.sleep(8)  # ample time for both to reach the lock
-        assert [p.poll() for p, _ in procs] == [None, None], "a run finished while the lock was held"
+        assert [p.poll() for p, _rec in procs] == [None, None], "a run finished while the lock was held"
         assert not (cache / "base").exists()
         fcntl.flock(lock, fcntl.LOCK_UN)
     statuses = []

@@ -1,0 +1,64 @@
+"""playbooks/site.yml on this machine, as `make demo` runs it: a real kiosk run.
+
+The host role, a bridge with dnsmasq, a debootstrapped Debian base (cached in
+/var/lib/kiosk-lxc/rootfs, so only the first run on a machine pays for it), a
+guest cloned from it, booted with systemd and given its static lease. Then the
+second run must change nothing. The bridge and subnet are the test's own
+(not the demo's lxcbr0), without NAT: the only traffic is DHCP/DNS between the
+guest and its bridge. The guest is removed at the end, the bridge too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from play import REPO, run_module, run_playbook
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="provisions this machine: needs root")
+
+BRIDGE = "ktsite0"
+GUEST = "ktsite-player"
+GUEST_IP = "10.213.77.10"
+
+
+@pytest.fixture
+def site_inventory(tmp_path, libvirt_daemon):
+    inv = {
+        "kiosks": {
+            "hosts": {
+                "localhost": {
+                    "ansible_connection": "local",
+                    "ansible_python_interpreter": "/usr/bin/python3",
+                    "kiosk_network_bridge": BRIDGE,
+                    "kiosk_network_address": "10.213.77.1/24",
+                    "kiosk_network_nat": False,
+                    "kiosk_network_persistent": False,
+                    "kiosk_guests": [
+                        {"name": GUEST, "memory": "256MiB", "network": {"ip": GUEST_IP}, "sound": {"missing": "ignore"}}
+                    ],
+                }
+            }
+        }
+    }
+    path = tmp_path / "inventory.json"
+    path.write_text(json.dumps(inv))
+    yield str(path)
+    run_module("kiosk.lxc.lxc_domain", {"name": GUEST, "state": "absent"})
+    run_module("kiosk.lxc.lxc_bridge", {"name": BRIDGE, "address": "10.213.77.1/24", "state": "absent"})
+    shutil.rmtree(f"/var/lib/kiosk-lxc/guests/{GUEST}", ignore_errors=True)
+
+
+def test_site_provisions_a_guest_that_boots_and_gets_its_lease_then_changes_nothing(site_inventory):
+    first, records = run_playbook(REPO / "playbooks" / "site.yml", inventory=site_inventory)
+    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-2000:]
+    leases = Path(f"/var/lib/kiosk-lxc/{BRIDGE}.leases").read_text()
+    assert GUEST_IP in leases and GUEST in leases
+
+    second, records = run_playbook(REPO / "playbooks" / "site.yml", inventory=site_inventory)
+    assert second.returncode == 0, second.stdout[-4000:]
+    changed = [r["task"] for r in records if r["status"] == "changed"]
+    assert changed == [], f"the second run changed: {changed}"
