@@ -66,10 +66,11 @@ lint: deps
 # the files git knows (tracked and new, not ignored) there and run it.
 # ansible-test bootstraps pip in its venvs with a script from a host we cannot
 # reach; tests/sanity/get_pip_shim.py does that job from ensurepip + PyPI.
-ANSIBLE_TEST_PIP := $(shell sed -n "s/^ *pip='\([0-9.]*\)',/\1/p" $(VENV)/lib/python$(PYTHON_VERSION)/site-packages/ansible_test/_internal/python_requirements.py 2>/dev/null)
 sanity: deps
-	@test -n "$(ANSIBLE_TEST_PIP)" || { echo "cannot tell ansible-test's pip version"; exit 1; }
-	install -D -m 0644 tests/sanity/get_pip_shim.py $(HOME)/.ansible/test/cache/get_pip_$(subst .,_,$(ANSIBLE_TEST_PIP)).py
+	@pipv=$$(sed -n "s/^ *pip='\([0-9.]*\)',/\1/p" \
+	  $(VENV)/lib/python$(PYTHON_VERSION)/site-packages/ansible_test/_internal/python_requirements.py); \
+	test -n "$$pipv" || { echo "cannot tell ansible-test's pip version"; exit 1; }; \
+	install -D -m 0644 tests/sanity/get_pip_shim.py $(HOME)/.ansible/test/cache/get_pip_$${pipv//./_}.py
 	rm -rf $(SANITY_DIR) && mkdir -p $(SANITY_DIR)
 	git ls-files -co --exclude-standard -z | xargs -0 tar -cf - | tar -xf - -C $(SANITY_DIR)
 	cd $(SANITY_DIR) && git init -q && git add -A && \
