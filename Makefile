@@ -89,6 +89,15 @@ unit: deps
 integration: deps
 	pytest -q -p no:cacheprovider -rs tests/integration
 
+# Kiosk VMs (real kernel, systemd, cgroup v2, real ALSA cards) under qemu TCG:
+# tests/vm builds and caches the image; the molecule scenarios boot and check them.
+.PHONY: test-vm test-vm-default
+test-vm-default: deps
+	molecule test -s default
+
+test-vm: deps
+	molecule test --all
+
 # ---------------------------------------------------------------- the main job
 .PHONY: demo
 demo: deps
