@@ -79,9 +79,11 @@ def desired(
     for snd_dir in sorted({os.path.dirname(p) for p in nodes}):
         rel = os.path.relpath(snd_dir, dev_dir)
         filesystems.append(_fs("/dev/" + rel if rel != "." else "/dev", snd_dir))
-    if profile == "udev_data" and udev_available:
-        filesystems.append(_fs("/run", kind="ram"))
-        filesystems.append(_fs("/run/udev", udev_dir, readonly=True))
+    if profile == "udev_data":
+        # Without the host's udev data (no card chosen, see check_udev) there is nothing to bind.
+        if udev_available:
+            filesystems.append(_fs("/run", kind="ram"))
+            filesystems.append(_fs("/run/udev", udev_dir, readonly=True))
     else:
         # seed 000's order, the one seen working.
         filesystems.append(_fs("/sys/fs/fuse/connections", "/sys/fs/fuse/connections"))
