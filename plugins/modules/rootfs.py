@@ -197,7 +197,8 @@ def main():
         d = build.desired(p)
         plan = build.plan(p["cache_dir"], d, p["state"])
         if plan["changed"] and not module.check_mode:
-            build.apply(p["cache_dir"], d, run, p["state"], fetch=fetch)
+            # What the build found under its lock: another run may have built it meanwhile.
+            plan = build.apply(p["cache_dir"], d, run, p["state"], fetch=fetch)
         packed = {}
         if p["pack"] and p["state"] == "present":
             pack_actions = build.plan_pack(plan["path"]) if not plan["changed"] else [f"pack {plan['path']}.tar.xz"]
