@@ -48,6 +48,7 @@ def site_inventory(tmp_path, libvirt_daemon):
     path.write_text(json.dumps(inv))
     yield str(path)
     run_module("kiosk.lxc.lxc_domain", {"name": GUEST, "state": "absent"})
+    run_module("kiosk.lxc.hotplug_agent", {"state": "absent"})
     run_module("kiosk.lxc.lxc_bridge", {"name": BRIDGE, "address": "10.213.77.1/24", "state": "absent"})
     shutil.rmtree(f"/var/lib/kiosk-lxc/guests/{GUEST}", ignore_errors=True)
 

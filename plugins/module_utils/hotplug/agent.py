@@ -1,0 +1,248 @@
+# Copyright: kiosk.lxc contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""kiosk-lxc-hotplug: the host's agent that hands hot-plugged sound cards to running guests.
+
+A pyudev monitor on subsystem `sound` only puts (action, sys_path) on a
+queue: it runs in the agent's own process, never in a udev worker, and
+never waits for anything. One worker thread takes the events in order,
+reads the card (sound.discovery) and the running guests with their stored
+selectors (libvirt), plans (hotplug.plan) and applies each action
+(hotplug.apply), one guest at a time: an error in one guest is logged and
+the next guest is served. Every few seconds without events the worker
+reconciles: a guest started since a card arrived gets it then.
+
+Logs go to syslog (the journal) through /dev/log where there is one, to a
+log file otherwise. Installed by kiosk.lxc.hotplug_agent with this package
+beside it, run by /usr/bin/python3 (python3-pyudev, python3-libvirt,
+python3-lxml).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fnmatch
+import logging
+import logging.handlers
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+
+from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
+from ansible_collections.kiosk.lxc.plugins.module_utils.hotplug import apply, plan
+from ansible_collections.kiosk.lxc.plugins.module_utils.hotplug import guests as guestlib
+from ansible_collections.kiosk.lxc.plugins.module_utils.sound import discovery
+
+try:
+    import pyudev
+except ImportError:  # pragma: no cover - main() reports it
+    pyudev = None
+
+try:
+    import libvirt
+except ImportError:  # pragma: no cover - main() reports it
+    libvirt = None
+
+NAME = "kiosk-lxc-hotplug"
+LOG_FILE = "/var/log/kiosk-lxc/hotplug.log"
+SYSLOG_SOCKET = "/dev/log"
+RESCAN_SECONDS = 5.0
+WAKE = 0.5
+
+
+def make_logger(log_file: str | None = None, syslog_socket: str = SYSLOG_SOCKET) -> logging.Logger:
+    """The agent's logger: syslog (the journal) when present and no file is asked for, else a file."""
+    logger = logging.getLogger(NAME)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    if log_file is None and os.path.exists(syslog_socket):
+        handler = logging.handlers.SysLogHandler(address=syslog_socket)
+        handler.setFormatter(logging.Formatter(f"{NAME}[%(process)d]: %(message)s"))
+    else:
+        path = log_file or LOG_FILE
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        handler = logging.FileHandler(path, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    return logger
+
+
+class Agent:
+    """The queue, the ledger and the worker; `monitor()` feeds it from udev."""
+
+    def __init__(
+        self, uri="lxc:///system", *, context=None, dev_dir="/dev", proc_root="/proc", logger=None, run=None, only=None
+    ):
+        self.uri = uri
+        self.only = list(only) if only else None  # guest name patterns served (None: all)
+        self.context = context if context is not None else pyudev.Context()
+        self.dev_dir = dev_dir
+        self.proc_root = proc_root
+        self.log = logger or make_logger()
+        self.run = run or apply.run_command
+        self.queue: queue.Queue = queue.Queue()
+        self.ledger: dict = {}
+        self._conn = None
+        self.handled = 0  # events handled, for tests and the benchmark
+
+    # ------------------------------------------------------------ the udev side
+    def enqueue(self, device) -> None:
+        """The monitor's callback: no I/O, no lock held, returns at once."""
+        self.queue.put((device.action, device.sys_path))
+
+    def monitor(self):
+        """A started pyudev observer thread feeding the queue with sound events."""
+        mon = pyudev.Monitor.from_netlink(self.context)
+        mon.filter_by("sound")
+        observer = pyudev.MonitorObserver(mon, callback=self.enqueue, name=f"{NAME}-udev", daemon=True)
+        observer.start()
+        return observer
+
+    # ------------------------------------------------------------ reading
+    def _guests(self) -> list[dict]:
+        for attempt in (1, 2):
+            try:
+                if self._conn is None:
+                    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+                    self._conn = libvirt.open(self.uri)
+                found = guestlib.running_guests(self._conn)
+                if self.only is None:
+                    return found
+                return [g for g in found if any(fnmatch.fnmatchcase(g["name"], p) for p in self.only)]
+            except libvirt.libvirtError as exc:
+                self._conn = None  # libvirtd restarted: reconnect once
+                if attempt == 2:
+                    raise KioskError(f"Reading the guests from {self.uri} failed: {exc}") from exc
+        return []
+
+    def _host(self) -> dict:
+        return discovery.discover(self.context, proc_root=self.proc_root, dev_dir=self.dev_dir)
+
+    # ------------------------------------------------------------ the worker
+    def handle(self, action: str, sys_path: str) -> list[dict]:
+        """One udev event, start to end; returns the plan actions it applied."""
+        kind = plan.event_kind(action, sys_path)
+        if kind is None:
+            return []
+        guests = self._guests()
+        for name in plan.forget_stopped(self.ledger, guests):
+            self.log.info("guest '%s' stopped or restarted: its hotplugged cards are forgotten", name)
+        if kind == "detach":
+            actions = plan.plan_detach(plan.card_syspath(sys_path), guests, self.ledger)
+        else:
+            host = self._host()
+            card = next((c for c in host["cards"] if c["sys_path"] == sys_path), None)
+            if card is None or not plan.card_complete(card):
+                return []  # not set up yet: its change event follows
+            if not plan.guests_for(card, guests):
+                self.log.info("card %s (%s) matches no running guest: it stays closed", card["number"], card["name"])
+            actions = plan.plan_attach(card, guests, self.ledger, host["shared_nodes"])
+        self.apply(actions, f"{action} {sys_path}")
+        return actions
+
+    def reconcile(self) -> list[dict]:
+        """Every present card to every running guest that wants it and lacks it."""
+        guests = self._guests()
+        for name in plan.forget_stopped(self.ledger, guests):
+            self.log.info("guest '%s' stopped or restarted: its hotplugged cards are forgotten", name)
+        host = self._host()
+        actions = plan.plan_reconcile(host["cards"], guests, self.ledger, host["shared_nodes"])
+        self.apply(actions, "rescan")
+        return actions
+
+    def apply(self, actions: list[dict], cause: str) -> None:
+        for action in actions:
+            try:
+                steps, shared = apply.apply_action(action, self.dev_dir, self.run)
+            except (KioskError, OSError) as exc:
+                msg = exc.msg if isinstance(exc, KioskError) else str(exc)
+                self.log.error("%s (on %s) failed: %s", plan.describe(action), cause, msg)
+                continue
+            except Exception as exc:  # one guest's failure never stops the others
+                self.log.exception("%s (on %s) failed unexpectedly: %r", plan.describe(action), cause, exc)
+                continue
+            plan.record(self.ledger, action, shared)
+            self.log.info("%s (on %s): %s", plan.describe(action), cause, "; ".join(steps) or "nothing to change")
+
+    def work(self, stop: threading.Event, rescan: float = RESCAN_SECONDS) -> None:
+        """The worker loop: events in order, a reconcile when idle for `rescan` seconds.
+
+        It wakes at least every WAKE seconds to see `stop` (a signal handler
+        only sets it: taking the queue's lock there could deadlock).
+        """
+        idle_since = time.monotonic()
+        while not stop.is_set():
+            try:
+                action, sys_path = self.queue.get(timeout=min(rescan, WAKE))
+            except queue.Empty:
+                if time.monotonic() - idle_since >= rescan:
+                    self.safely(self.reconcile)
+                    idle_since = time.monotonic()
+                continue
+            self.safely(self.handle, action, sys_path)
+            self.handled += 1
+            idle_since = time.monotonic()
+
+    def safely(self, func, *args) -> None:
+        try:
+            func(*args)
+        except KioskError as exc:
+            self.log.error("%s", exc.msg)
+        except Exception as exc:  # the agent keeps running whatever one event does
+            self.log.exception("unexpected error: %r", exc)
+
+
+def _write_pidfile(path: str) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="ascii") as fh:
+        fh.write(f"{os.getpid()}\n")
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=NAME, description=__doc__.splitlines()[0])
+    parser.add_argument("--uri", default="lxc:///system")
+    parser.add_argument("--dev-dir", default="/dev", help="where the host's device nodes are")
+    parser.add_argument(
+        "--log-file", default=None, help=f"log here instead of syslog (default without /dev/log: {LOG_FILE})"
+    )
+    parser.add_argument("--rescan", type=float, default=RESCAN_SECONDS, help="seconds without events between rescans")
+    parser.add_argument("--pidfile", default=None)
+    parser.add_argument("--once", action="store_true", help="reconcile once and exit")
+    parser.add_argument("--only", action="append", help="serve only guests whose name matches this pattern")
+    args = parser.parse_args(argv)
+    missing = [name for name, mod in (("pyudev", pyudev), ("libvirt", libvirt)) if mod is None]
+    if guestlib.etree is None:
+        missing.append("lxml")
+    if missing:
+        sys.stderr.write(f"{NAME}: missing Python libraries: {', '.join(missing)}\n")
+        return 1
+    logger = make_logger(args.log_file)
+    agent = Agent(args.uri, dev_dir=args.dev_dir, logger=logger, only=args.only)
+    if args.once:
+        agent.safely(agent.reconcile)
+        return 0
+    if args.pidfile:
+        _write_pidfile(args.pidfile)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    observer = agent.monitor()
+    logger.info("started: watching sound cards for the guests on %s", args.uri)
+    agent.safely(agent.reconcile)
+    try:
+        agent.work(stop, args.rescan)
+    finally:
+        observer.send_stop()
+        logger.info("stopped")
+        if args.pidfile:
+            with contextlib.suppress(OSError):
+                os.unlink(args.pidfile)
+    return 0

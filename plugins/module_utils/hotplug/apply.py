@@ -1,0 +1,276 @@
+# Copyright: kiosk.lxc contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Carrying out one attach/detach action of the plan in one running guest.
+
+- Device cgroup: cgroup_device's own code (cgroup.cgroupfs finds the
+  guest's v1 directory or v2 BPF map from libvirt's controller pid,
+  cgroup.rules plans the writes). A card's nodes are allowed one by one
+  (c MAJOR:MINOR rw), so another card on the same major stays closed.
+- Device nodes: made from the host through /proc/<guest init>/root (mknod
+  inside a guest is denied), unless the guest's /dev/snd is a live bind of
+  the host's, where the host's own nodes come and go by themselves.
+- Sound server: run inside the guest with nsenter into the server
+  process's namespaces, as its user, with its runtime directory. nsenter
+  does not move the command into the guest's cgroup (PLATFORM.md), which
+  is fine to talk to a server; nothing here probes a device that way.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import subprocess
+
+from ansible_collections.kiosk.lxc.plugins.module_utils.cgroup import cgroupfs, rules
+from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
+from ansible_collections.kiosk.lxc.plugins.module_utils.hotplug import guests as guestlib
+
+GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+COMMAND_TIMEOUT = 10
+_MODULE_LINE_RE = re.compile(r"^(\d+)\s+module-alsa-card\s+(.*)$")
+_DEVICE_ID_RE = re.compile(r"""\bdevice_id=["']?(\d+)["']?""")
+
+
+def run_command(argv: list[str]) -> tuple[int, str, str]:
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return 127, "", str(exc)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+# ---------------------------------------------------------------- device cgroup
+def _node_rules(nodes: list[dict], access: str) -> list[rules.Rule]:
+    return [rules.Rule("c", n["major"], n["minor"], access) for n in nodes]
+
+
+def _with_backend(pid: int, work):
+    backend = cgroupfs.backend_for_pid(pid)
+    try:
+        return work(backend)
+    finally:
+        if hasattr(backend, "close"):
+            backend.close()
+
+
+def grant(pid: int, nodes: list[dict], shared: list[dict]) -> tuple[list[rules.Rule], list[dict], str]:
+    """Allow the card's nodes and the shared ones; (rules written, shared nodes granted, cgroup path)."""
+
+    def work(backend):
+        current = backend.read()
+        granted_shared = [n for n in shared if rules.plan_allow(current, _node_rules([n], "rw"), backend.key)]
+        written = []
+        for rule in rules.plan_allow(current, _node_rules(nodes + granted_shared, "rw"), backend.key):
+            backend.allow(rule)
+            written.append(rule)
+        return written, granted_shared, backend.path
+
+    return _with_backend(pid, work)
+
+
+def undo_grant(pid: int, written: list[rules.Rule]) -> None:
+    """Take back exactly the rules an attach wrote (it failed later on)."""
+
+    def work(backend):
+        for rule in written:
+            backend.deny(rule)
+
+    _with_backend(pid, work)
+
+
+def _rules_step(verb: str, written: list[rules.Rule], path: str) -> str:
+    return f"{verb} {', '.join(repr(str(r)) for r in written)} in {path}"
+
+
+def revoke(pid: int, nodes: list[dict], shared: list[dict]) -> list[str]:
+    """Take every access to the card's nodes (and the given shared nodes) away; the step done, if any."""
+
+    def work(backend):
+        current = backend.read()
+        written = []
+        for rule in rules.plan_deny(current, _node_rules(nodes + shared, "rwm"), backend.key):
+            backend.deny(rule)
+            written.append(rule)
+        return [_rules_step("deny", written, backend.path)] if written else []
+
+    return _with_backend(pid, work)
+
+
+# ---------------------------------------------------------------- nodes in the guest
+def _map_id(value: int, map_path: str, inward: bool) -> int:
+    """An id through a uid_map/gid_map (inward: host id -> guest id); unchanged without a map."""
+    try:
+        with open(map_path, encoding="ascii") as fh:
+            lines = [line.split() for line in fh if line.strip()]
+    except OSError:
+        return value
+    for inside, outside, count in ((int(a), int(b), int(c)) for a, b, c in lines):
+        src, dst = (outside, inside) if inward else (inside, outside)
+        if src <= value < src + count:
+            return dst + value - src
+    return value
+
+
+def live_bind(init: int, dev_dir: str) -> bool:
+    """Whether the guest's /dev/snd is the host's own snd directory (a bind), so nodes appear by themselves."""
+    try:
+        theirs = os.stat(f"/proc/{init}/root/dev/snd")
+        ours = os.stat(os.path.join(dev_dir, "snd"))
+    except OSError:
+        return False
+    return (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
+
+
+def make_nodes(init: int, nodes: list[dict], dev_dir: str) -> list[str]:
+    """The nodes in the guest's /dev/snd, owned and moded like the host's (ids through the guest's map)."""
+    if live_bind(init, dev_dir):
+        return []
+    snd = f"/proc/{init}/root/dev/snd"
+    os.makedirs(snd, mode=0o755, exist_ok=True)
+    made = []
+    for node in nodes:
+        path = os.path.join(snd, node["name"])
+        rdev = os.makedev(node["major"], node["minor"])
+        try:
+            st = os.lstat(path)
+            if stat.S_ISCHR(st.st_mode) and st.st_rdev == rdev:
+                continue
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        try:
+            host = os.stat(node["path"])
+            mode, uid, gid = stat.S_IMODE(host.st_mode), host.st_uid, host.st_gid
+        except OSError:
+            mode, uid, gid = 0o660, 0, 0
+        os.mknod(path, mode | stat.S_IFCHR, rdev)
+        os.chown(
+            path,
+            _map_id(uid, f"/proc/{init}/uid_map", inward=False),
+            _map_id(gid, f"/proc/{init}/gid_map", inward=False),
+        )
+        os.chmod(path, mode)
+        made.append(f"mknod /dev/snd/{node['name']} in the guest")
+    return made
+
+
+def remove_nodes(init: int, nodes: list[dict], dev_dir: str) -> list[str]:
+    """The nodes the agent made in the guest, removed (a live bind is left to the host)."""
+    if live_bind(init, dev_dir):
+        return []
+    removed = []
+    for node in nodes:
+        path = f"/proc/{init}/root/dev/snd/{node['name']}"
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(node["major"], node["minor"]):
+            os.unlink(path)
+            removed.append(f"remove /dev/snd/{node['name']} in the guest")
+    return removed
+
+
+# ---------------------------------------------------------------- sound server
+def in_guest(server: dict, argv: list[str], proc: str = "/proc") -> list[str]:
+    """argv run in the sound server's namespaces, as its user, with its runtime environment."""
+    pid = server["pid"]
+    cmd = ["nsenter", "-t", str(pid), "-m", "-u", "-i", "-n", "-p", "-r", "-w"]
+    uid, gid = server["uid"], server["gid"]
+    if guestlib.ns_link(pid, "user", proc) != guestlib.ns_link(os.getpid(), "user", proc):
+        cmd.append("-U")
+        uid = _map_id(uid, f"{proc}/{pid}/uid_map", inward=True)
+        gid = _map_id(gid, f"{proc}/{pid}/gid_map", inward=True)
+    cmd += ["-S", str(uid), "-G", str(gid), "--", "env", f"PATH={GUEST_PATH}"]
+    cmd += [f"{k}={v}" for k, v in sorted(server["env"].items())]
+    return cmd + argv
+
+
+def server_commands(server: dict, op: str, card: dict) -> list[list[str]]:
+    """The commands that tell one sound server about the card (the first that fails falls back)."""
+    user = ["--user"] if server["uid"] != 0 else []
+    if server["kind"] == "pulseaudio":
+        if op == "attach":
+            label = re.sub(r"[^A-Za-z0-9_.-]", "_", card.get("id") or f"card{card['number']}")
+            return [
+                [
+                    "pactl",
+                    "load-module",
+                    "module-alsa-card",
+                    f"device_id={card['number']}",
+                    f"name=kiosk-{label}",
+                    f"card_name=alsa_card.kiosk-{label}",
+                    "tsched=yes",
+                ]
+            ]
+        return [["pactl", "list", "modules", "short"]]
+    # PipeWire: WirePlumber's ALSA monitor follows udev, which a guest does not get.
+    return [["systemctl", *user, "restart", "wireplumber.service"]]
+
+
+def fallback_command(server: dict) -> list[str]:
+    user = ["--user"] if server["uid"] != 0 else []
+    unit = "pulseaudio.service" if server["kind"] == "pulseaudio" else "pipewire.service"
+    return ["systemctl", *user, "restart", unit]
+
+
+def alsa_card_modules(listing: str, number: int) -> list[str]:
+    """Indexes of module-alsa-card instances for card `number` in `pactl list modules short`."""
+    found = []
+    for line in listing.splitlines():
+        m = _MODULE_LINE_RE.match(line.strip())
+        if m:
+            dev = _DEVICE_ID_RE.search(m.group(2))
+            if dev and int(dev.group(1)) == number:
+                found.append(m.group(1))
+    return found
+
+
+def tell_servers(init: int, op: str, card: dict, run=run_command, proc: str = "/proc") -> list[str]:
+    """Tell each PulseAudio/PipeWire in the guest; the steps done. A server that refuses is restarted."""
+    done = []
+    for server in guestlib.sound_servers(init, proc):
+        who = f"{server['kind']} (pid {server['pid']})"
+        ok = True
+        for argv in server_commands(server, op, card):
+            rc, out, err = run(in_guest(server, argv, proc))
+            if rc != 0:
+                ok = False
+                done.append(f"{who}: {' '.join(argv)} failed: {(err or out).strip()[:200]}")
+                break
+            if argv[:2] == ["pactl", "list"]:
+                for index in alsa_card_modules(out, card["number"]):
+                    rc, out, err = run(in_guest(server, ["pactl", "unload-module", index], proc))
+                    ok = ok and rc == 0
+                    done.append(f"{who}: unload-module {index}" + ("" if rc == 0 else f" failed: {err.strip()}"))
+            else:
+                done.append(f"{who}: {' '.join(argv)}")
+        if not ok:
+            argv = fallback_command(server)
+            rc, out, err = run(in_guest(server, argv, proc))
+            done.append(f"{who}: {' '.join(argv)}" + ("" if rc == 0 else f" failed: {(err or out).strip()[:200]}"))
+    return done
+
+
+# ---------------------------------------------------------------- one action
+def apply_action(action: dict, dev_dir: str = "/dev", run=run_command) -> tuple[list[str], list[dict]]:
+    """Carry out one plan action; (steps done, shared nodes granted). KioskError/OSError on failure."""
+    init = guestlib.init_pid(action["pid"])
+    if init is None:
+        raise KioskError(f"Guest '{action['guest']}': no init process under controller {action['pid']}")
+    steps: list[str] = []
+    if action["op"] == "attach":
+        written, shared, path = grant(action["pid"], action["nodes"], action["shared"])
+        steps += [_rules_step("allow", written, path)] if written else []
+        try:
+            steps += make_nodes(init, action["nodes"] + action["shared"], dev_dir)
+        except OSError:
+            undo_grant(action["pid"], written)  # a failed attach leaves the guest as it was
+            raise
+        steps += tell_servers(init, "attach", action["card"], run)
+        return steps, shared
+    steps += revoke(action["pid"], action["nodes"], action["shared"])
+    steps += remove_nodes(init, action["nodes"] + action["shared"], dev_dir)
+    steps += tell_servers(init, "detach", action["card"], run)
+    return steps, []

@@ -1,0 +1,110 @@
+"""kiosk.lxc.hotplug_agent: the agent installed, started, restarted on change and removed, for real.
+
+The install runs against a temporary prefix (lib dir, start script, pid file)
+so this shared machine's /usr/local and /run stay as they are; the agent
+it starts is the real one, on /usr/bin/python3, connected to the real
+libvirtd. This machine has no sound card, so the running agent finds
+nothing to hand out. No systemd runs here: the daemon path is what runs;
+the unit text is checked as text. The module itself runs through
+ansible-playbook in check mode (it would write to /usr/local otherwise).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import play
+import pytest
+from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
+from ansible_collections.kiosk.lxc.plugins.module_utils.hotplug import install
+
+PARAMS = {"uri": "lxc:///system", "state": "present", "rescan": 5.0, "log_file": None, "python": "/usr/bin/python3"}
+
+
+@pytest.fixture
+def host(tmp_path):
+    h = install.Host(
+        run=None,
+        lib_dir=str(tmp_path / "lib"),
+        script=str(tmp_path / "sbin" / "kiosk-lxc-hotplug"),
+        unit=str(tmp_path / "kiosk-lxc-hotplug.service"),
+        pidfile=str(tmp_path / "run" / "kiosk-lxc-hotplug.pid"),
+        systemd=False,
+    )
+    yield h
+    pid = install.daemon_pid(h)
+    if pid is not None:
+        os.kill(pid, 15)
+
+
+def wait_log(path, text, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and text in path.read_text():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_present_check_real_check_real_then_change_then_absent(host, tmp_path):
+    params = dict(PARAMS, log_file=str(tmp_path / "log" / "hotplug.log"))
+    checked = install.run(params, True, host)
+    assert checked["changed"] and checked["actions"][-1] == "start kiosk-lxc-hotplug"
+    assert not os.path.exists(host.script) and install.daemon_pid(host) is None
+
+    real = install.run(params, False, host)
+    assert real["actions"] == checked["actions"] and real["running"]
+    pid = install.daemon_pid(host)
+    assert pid is not None
+    assert wait_log(tmp_path / "log" / "hotplug.log", "started: watching sound cards")
+    assert install.run(params, True, host)["changed"] is False
+    assert install.run(params, False, host)["changed"] is False
+    assert install.daemon_pid(host) == pid
+
+    changed = install.run(dict(params, rescan=2.0), False, host)
+    assert changed["actions"] == [f"install {host.script}", "restart kiosk-lxc-hotplug"]
+    new_pid = install.daemon_pid(host)
+    assert new_pid not in (None, pid) and not install.alive(pid)
+    assert "'--rescan', '2.0'" in Path(host.script).read_text()
+
+    absent = dict(params, state="absent")
+    gone = install.run(absent, False, host)
+    assert gone["changed"] and "stop kiosk-lxc-hotplug" in gone["actions"]
+    assert not install.alive(new_pid) and not os.path.exists(host.script)
+    lib = os.path.join(host.lib_dir, "ansible_collections/kiosk/lxc/plugins/module_utils")
+    assert not os.path.exists(f"{lib}/hotplug/agent.py")
+    assert os.path.exists(f"{lib}/cgroup/rules.py")  # the cgroup_device hook's share stays
+    assert install.run(absent, False, host)["changed"] is False
+
+
+def test_a_dead_agent_is_started_again(host, tmp_path):
+    params = dict(PARAMS, log_file=str(tmp_path / "hotplug.log"))
+    install.run(params, False, host)
+    pid = install.daemon_pid(host)
+    os.kill(pid, 9)
+    while install.alive(pid):
+        time.sleep(0.02)
+    again = install.run(params, False, host)
+    assert again["actions"] == ["start kiosk-lxc-hotplug"]
+    assert install.daemon_pid(host) not in (None, pid)
+
+
+def test_unit_text_and_bad_input():
+    text = install.unit_text("/usr/local/sbin/kiosk-lxc-hotplug")
+    assert "ExecStart=/usr/local/sbin/kiosk-lxc-hotplug\n" in text and "WantedBy=multi-user.target" in text
+    with pytest.raises(KioskError, match=r"^Option rescan: 0.0 must be more than 0 seconds$"):
+        install.validate(dict(PARAMS, rescan=0.0))
+    with pytest.raises(KioskError, match=r"^Option python: /nope is not an executable"):
+        install.validate(dict(PARAMS, python="/nope"))
+
+
+def test_module_through_ansible_in_check_mode():
+    result = play.run_module("kiosk.lxc.hotplug_agent", {"rescan": 3}, check=True, diff=True)
+    assert result["_status"] in ("changed", "ok"), result
+    assert result["service"] == "daemon" and result["running"] is True
+    if result["_status"] == "changed":
+        assert any(a.endswith("/module_utils/hotplug/agent.py") for a in result["actions"])
+    bad = play.run_module("kiosk.lxc.hotplug_agent", {"rescan": 0}, check=True)
+    assert bad["_status"] == "failed" and bad["msg"] == "Option rescan: 0.0 must be more than 0 seconds"
