@@ -138,6 +138,16 @@ options:
       - A whole domain XML instead of the options above (it cannot be combined with them). The UUID, generated
         MACs and other namespaces' metadata of an existing guest are kept.
     type: str
+  from_native:
+    description:
+      - Adopt an lxc-start container. The path of its config (such as C(/var/lib/lxc/NAME/config)) is converted by
+        libvirt's own C(lxc-tools) conversion (what C(virsh domxml-from-native) runs) and the rootfs stays where it
+        is. The other definition options given apply on top of the conversion; it cannot be combined with O(xml).
+      - Where that conversion falls short it is completed (a C(dir:) rootfs, C(lxc.init.cmd), binds of C(/dev)
+        paths) and C(lxc.cgroup.devices.allow) lines are kept as persistent rules of M(kiosk.lxc.cgroup_device);
+        every line that was not converted is listed in RV(native.not_converted).
+      - Stop the container with C(lxc-stop) before the guest is started by libvirt.
+    type: path
   restart:
     description: What to do when the definition of a running guest changed. V(never) reports RV(restart_pending).
     type: str
@@ -173,6 +183,17 @@ EXAMPLES = r"""
     name: player1
     memory: 1GiB
     restart: never
+
+- name: Adopt an lxc-start container, keeping its rootfs in /var/lib/lxc/player2/rootfs
+  kiosk.lxc.lxc_domain:
+    name: player2
+    from_native: /var/lib/lxc/player2/config
+    state: present
+  register: kiosk_adopted
+
+- name: Show what libvirt could not take over
+  ansible.builtin.debug:
+    var: kiosk_adopted.native.not_converted
 
 - name: Remove it
   kiosk.lxc.lxc_domain:
@@ -213,6 +234,25 @@ restart_pending:
   description: Whether the guest runs an older definition than the stored one (with O(restart=never)).
   returned: always
   type: bool
+native:
+  description: With O(from_native), what happened to the lines of the config.
+  returned: when O(from_native) is given and O(state) is not V(absent)
+  type: dict
+  contains:
+    config:
+      description: The config that was converted.
+      type: str
+    carried_over:
+      description:
+        - Lines libvirt's conversion drops or gets wrong that were carried over, each with its C(line) number,
+          C(text) and C(as) (V(init), V(bind mount), V(hostdev) or V(cgroup_device rule)).
+      type: list
+      elements: dict
+    not_converted:
+      description: Lines the guest does not get, each with its C(line) number, C(text) and the C(reason).
+      type: list
+      elements: dict
+      sample: [{line: 7, text: "lxc.apparmor.profile = unconfined", reason: "libvirt applies its own security driver"}]
 forced_stop:
   description: Whether a stop had to destroy the guest after O(shutdown_timeout).
   returned: when the guest was stopped or restarted
@@ -223,7 +263,7 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
-from ansible_collections.kiosk.lxc.plugins.module_utils.domain import manage
+from ansible_collections.kiosk.lxc.plugins.module_utils.domain import manage, native
 
 FS_SPEC = {
     "type": {"type": "str", "choices": ["mount", "ram"], "default": "mount"},
@@ -264,16 +304,19 @@ def main():
             "privnet": {"type": "bool"},
             "metadata": {"type": "dict"},
             "xml": {"type": "str"},
+            "from_native": {"type": "path"},
             "restart": {"type": "str", "choices": ["on_change", "never"], "default": "on_change"},
             "shutdown_timeout": {"type": "int", "default": 30},
         },
+        mutually_exclusive=[("xml", "from_native")],
         supports_check_mode=True,
     )
     for lib, err in manage.missing_libs():
         module.fail_json(msg=missing_required_lib(lib), exception=err)
     try:
         with manage.connection(module.params["uri"]) as conn:
-            result = manage.ensure(conn, module.params, check_mode=module.check_mode)
+            ensure = native.ensure if module.params["from_native"] else manage.ensure
+            result = ensure(conn, module.params, check_mode=module.check_mode)
     except KioskError as exc:
         module.fail_json(msg=exc.msg, exception=traceback.format_exc(), **exc.details)
     diff = result.pop("diff")
