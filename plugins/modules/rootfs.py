@@ -71,6 +71,12 @@ options:
   hostname:
     description: For V(clone), the guest's host name; by default O(name).
     type: str
+  idmap:
+    description:
+      - For V(clone), the guest's user namespace ids (from M(kiosk.lxc.subid)) - C(uid), C(gid) and C(count). Every
+        owner in the clone is shifted by C(uid)/C(gid), in the hidden build directory before the clone appears, so the
+        guest's root (host id C(uid)) owns its own files. An existing clone made for another idmap is an error.
+    type: dict
   sha256:
     description: For V(image), the tarball's sha256; required.
     type: str
@@ -173,6 +179,7 @@ def main():
             src=dict(type="str"),
             hostname=dict(type="str"),
             sha256=dict(type="str"),
+            idmap=dict(type="dict"),
             definition=dict(type="path"),
             audio=dict(type="str", default="none", choices=list(build.AUDIO_STACKS)),
             user=dict(type="str", default=""),

@@ -24,6 +24,7 @@ import shutil
 import tarfile
 
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
+from ansible_collections.kiosk.lxc.plugins.module_utils.rootfs import idmap as idmaplib
 
 MANIFEST = ".kiosk-rootfs.json"
 FORMAT_VERSION = 1
@@ -59,6 +60,8 @@ def desired(params: dict) -> dict:
     method = params["method"]
     if method not in METHODS:
         raise KioskError(f"method: '{method}' is not one of {', '.join(METHODS)}")
+    if params.get("idmap") and method != "clone":
+        raise KioskError("idmap: only a clone (method clone) is shifted to a guest's ids")
     name = params.get("name") or ""
     if name and not NAME_RE.match(name):
         raise KioskError(f"name: '{name}' may hold only letters, digits, '.', '_' and '-' (64 at most)")
@@ -122,6 +125,10 @@ def desired(params: dict) -> dict:
             user=base.get("user", user),
             networkd=base.get("networkd", True),
         )
+        # An idmapped clone (idmap.py): owners shifted into the guest's subordinate range.
+        shifted = idmaplib.validate(params.get("idmap"))
+        if shifted:
+            d["idmap"] = shifted
     else:
         definition = params.get("definition") or ""
         if not os.path.isfile(definition):
@@ -164,6 +171,11 @@ def plan(cache_dir: str, d: dict, state: str = "present") -> dict:
         return _result(actions, final, current, None)
     if current == d["key"]:
         return _result(actions, final, current, d["key"])
+    if d["method"] == "clone" and manifest is not None and manifest.get("idmap") != d.get("idmap"):
+        raise KioskError(
+            f"idmap: the clone {final} is owned for idmap {manifest.get('idmap')}, not {d.get('idmap')};"
+            " it holds the guest's state, so it is not re-owned behind its back (remove it to re-clone)"
+        )
     if d["method"] == "clone" and manifest is not None:
         # A guest's own rootfs holds the guest's state: never replaced behind its back.
         return _result(actions, final, current, current)
@@ -354,6 +366,8 @@ def _clone(work: str, d: dict, run, _fetch=None) -> None:
         fh.write(d["hostname"] + "\n")
     with open(os.path.join(etc, "hosts"), "w", encoding="utf-8") as fh:
         fh.write(f"127.0.0.1\tlocalhost\n127.0.1.1\t{d['hostname']}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+    if d.get("idmap"):
+        idmaplib.shift(work, d["idmap"])
 
 
 BUILDERS = {"debootstrap": _debootstrap, "image": _image, "distrobuilder": _distrobuilder, "clone": _clone}

@@ -224,6 +224,19 @@ def _write_metadata(root, want: dict, owned_hostdevs, owned_fs) -> None:
     meta.append(new)
 
 
+def _hidden_by_idmap(root, spec: dict) -> bool:
+    """Whether spec is a bind of the host's /dev/snd into a guest with a user namespace.
+
+    Under an idmap the host's nodes (root:audio on the host) show as
+    nobody:nogroup and no one in the guest may open them. The guest then uses
+    the nodes libvirt makes for each <hostdev> in its own /dev, owned by the
+    guest's root, who gives them to the guest's audio group at boot
+    (docs/least-privilege.md).
+    """
+    target = spec["target"]
+    return root.find("idmap") is not None and spec["type"] == "mount" and (target + "/").startswith("/dev/")
+
+
 def make_mutate(want: dict):
     """mutate(root) for edit_definition: brings the definition to `want`, in place."""
 
@@ -233,7 +246,8 @@ def make_mutate(want: dict):
             devices = etree.SubElement(root, "devices")
         before = read_metadata(root) or {"hostdevs": [], "filesystems": []}
         want_chars = set(want["hostdevs"])
-        want_targets = [os.path.normpath(f["target"]) for f in want["filesystems"]]
+        want_fs = [f for f in want["filesystems"] if not _hidden_by_idmap(root, f)]
+        want_targets = [os.path.normpath(f["target"]) for f in want_fs]
 
         # What we added before and is no longer wanted goes; the user's stays.
         chars = _hostdev_chars(devices)
@@ -254,7 +268,7 @@ def make_mutate(want: dict):
 
         owned_fs = [t for t in before["filesystems"] if t in want_targets]
         fss = _filesystems(devices)
-        for spec in want["filesystems"]:
+        for spec in want_fs:
             target = os.path.normpath(spec["target"])
             if target not in fss:
                 _insert_after_last(devices, "filesystem", _new_filesystem(spec))
