@@ -80,7 +80,7 @@ class RuleSpec:
         found = majors.get(TYPES[self.type], {}).get(self.major)
         if not found:
             raise KioskError(
-                f"Rule '{self}': major name '{self.major}' is not a {TYPES[self.type]} device "
+                f"rules: rule '{self}': major name '{self.major}' is not a {TYPES[self.type]} device "
                 f"in {PROC_DEVICES} on this host (is its driver loaded?)"
             )
         return [Rule(self.type, m, self.minor, self.access) for m in found]
@@ -108,7 +108,7 @@ def _number(text: str, what: str, limit: int, spec) -> int | None:
     if text == "*":
         return None
     if not text.isdigit() or int(text) > limit:
-        raise KioskError(f"Rule '{spec}': {what} '{text}' is not a number from 0 to {limit} or '*'")
+        raise KioskError(f"rules: rule '{spec}': {what} '{text}' is not a number from 0 to {limit} or '*'")
     return int(text)
 
 
@@ -137,18 +137,18 @@ def parse_spec(item, option: str = "rules") -> RuleSpec:
         raise KioskError(f"Option {option}: {item!r} is neither a rule string nor a dict")
     if dtype == "a":
         raise KioskError(
-            f"Rule '{shown}': type 'a' (every device) is not supported; name the char (c) or block (b) devices"
+            f"rules: rule '{shown}': type 'a' (every device) is not supported; name the char (c) or block (b) devices"
         )
     if dtype not in TYPES:
-        raise KioskError(f"Rule '{shown}': device type '{dtype}' is unknown; use c (char) or b (block)")
+        raise KioskError(f"rules: rule '{shown}': device type '{dtype}' is unknown; use c (char) or b (block)")
     if not access or set(access) - set(ACCESS_ORDER):
-        raise KioskError(f"Rule '{shown}': access '{access}' must be made of the letters r, w and m")
+        raise KioskError(f"rules: rule '{shown}': access '{access}' must be made of the letters r, w and m")
     if major == "*" or major.isdigit():
         major_value: int | str | None = _number(major, "major", MAX_MAJOR, shown)
     elif _NAME_RE.match(major):
         major_value = major
     else:
-        raise KioskError(f"Rule '{shown}': major '{major}' is neither a number, '*' nor a device name")
+        raise KioskError(f"rules: rule '{shown}': major '{major}' is neither a number, '*' nor a device name")
     return RuleSpec(dtype, major_value, _number(minor, "minor", MAX_MINOR, shown), norm_access(access))
 
 

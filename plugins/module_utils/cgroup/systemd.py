@@ -64,11 +64,11 @@ def entry_to_rules(entry: str, majors) -> list[Rule]:
 def rule_to_entry(rule: Rule, majors) -> str:
     kind = TYPES[rule.type]
     if rule.major is None:
-        raise KioskError(f"Rule '{rule}': a systemd machine's DeviceAllow cannot take a wildcard major")
+        raise KioskError(f"rules: rule '{rule}': a systemd machine's DeviceAllow cannot take a wildcard major")
     if rule.minor is None:
         name = _names(majors, kind).get(rule.major)
         if name is None:
-            raise KioskError(f"Rule '{rule}': major {rule.major} has no name in /proc/devices for DeviceAllow")
+            raise KioskError(f"rules: rule '{rule}': major {rule.major} has no name in /proc/devices for DeviceAllow")
         return f"{kind}-{name} {rule.access}"
     return f"/dev/{kind}/{rule.major}:{rule.minor} {rule.access}"
 
