@@ -13,10 +13,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
-from play import REPO, run_module, run_playbook
+from play import REPO, ansible_env, run_module, run_playbook
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="provisions this machine: needs root")
 
@@ -63,3 +66,22 @@ def test_site_provisions_a_guest_that_boots_and_gets_its_lease_then_changes_noth
     assert second.returncode == 0, second.stdout[-4000:]
     changed = [r["task"] for r in records if r["status"] == "changed"]
     assert changed == [], f"the second run changed: {changed}"
+
+    # The fleet rollout over the same kiosk: each guest verified, nothing changed.
+    rollout, records = run_playbook(REPO / "playbooks" / "rollout.yml", inventory=site_inventory)
+    assert rollout.returncode == 0, rollout.stdout[-4000:]
+    assert [r["task"] for r in records if r["status"] == "changed"] == []
+    verified = [r for r in records if r["task"].startswith("Verify each guest")]
+    assert verified and verified[0]["status"] == "ok", verified
+
+    # A kiosk behind NAT runs the same playbooks with ansible-pull from its repository.
+    with tempfile.TemporaryDirectory() as checkout, tempfile.NamedTemporaryFile(suffix=".jsonl") as rec:
+        pull = subprocess.run(
+            [str(Path(sys.executable).parent / "ansible-pull"), "-U", str(REPO), "-d", checkout,
+             "-i", site_inventory, "playbooks/pull.yml"],
+            env=ansible_env(rec.name), capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        records = [json.loads(line) for line in Path(rec.name).read_text().splitlines() if line.strip()]
+    assert pull.returncode == 0, pull.stdout[-4000:] + pull.stderr[-2000:]
+    assert any(r["task"].startswith("Define guest") for r in records), "pull.yml ran no guest task"
+    assert [r["task"] for r in records if r["status"] == "changed"] == []
