@@ -1,0 +1,127 @@
+"""Benchmark playbooks/site.yml on this machine (root, a real libvirtd).
+
+Measures, in one run:
+- provisioning 1 guest from the cached base (the base itself is built once
+  per definition; its build time is printed if this run had to build it),
+- adding 9 more guests (10 in all): time per further guest,
+- disk used by each guest's own rootfs (a clone of the base: copy-on-write
+  on btrfs/XFS, a full copy elsewhere; the filesystem is printed),
+- the no-op re-run of site.yml with 1 and with 10 guests.
+
+It uses its own bridge (ktbench0, 10.213.78.0/24, no NAT) and guests named
+bench-NN, and removes them at the end.
+
+    .venv/bin/python bench/site.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "lib"))
+
+from play import run_module, run_playbook
+
+BRIDGE = "ktbench0"
+GUESTS_DIR = Path("/var/lib/kiosk-lxc/guests")
+
+
+def inventory(n: int) -> dict:
+    guests = [
+        {
+            "name": f"bench-{i:02d}",
+            "memory": "128MiB",
+            "network": {"ip": f"10.213.78.{10 + i}"},
+            "sound": {"missing": "ignore"},
+        }
+        for i in range(1, n + 1)
+    ]
+    return {
+        "kiosks": {
+            "hosts": {
+                "localhost": {
+                    "ansible_connection": "local",
+                    "ansible_python_interpreter": "/usr/bin/python3",
+                    "kiosk_network_bridge": BRIDGE,
+                    "kiosk_network_address": "10.213.78.1/24",
+                    "kiosk_network_nat": False,
+                    "kiosk_network_persistent": False,
+                    "kiosk_guests": guests,
+                }
+            }
+        }
+    }
+
+
+def site(n: int, tmp: Path) -> tuple[float, int]:
+    inv = tmp / f"inv{n}.json"
+    inv.write_text(json.dumps(inventory(n)))
+    start = time.monotonic()
+    proc, records = run_playbook(REPO / "playbooks" / "site.yml", inventory=str(inv))
+    wall = time.monotonic() - start
+    if proc.returncode != 0:
+        sys.exit(f"site.yml failed with {n} guests:\n{proc.stdout[-3000:]}")
+    return wall, sum(1 for r in records if r["status"] == "changed")
+
+
+def disk_mib(path: Path) -> float:
+    out = subprocess.run(["du", "-s", "--block-size=1M", str(path)], capture_output=True, text=True, check=True)
+    return float(out.stdout.split()[0])
+
+
+def used_mib(path: str = "/var/lib") -> float:
+    """Space in use on the filesystem: what clones really cost, shared extents counted once."""
+    out = subprocess.run(["df", "--output=used", "--block-size=1M", path], capture_output=True, text=True, check=True)
+    return float(out.stdout.split()[-1])
+
+
+def cleanup(n: int) -> None:
+    for i in range(1, n + 1):
+        run_module("kiosk.lxc.lxc_domain", {"name": f"bench-{i:02d}", "state": "absent"})
+        shutil.rmtree(GUESTS_DIR / f"bench-{i:02d}", ignore_errors=True)
+    run_module("kiosk.lxc.lxc_bridge", {"name": BRIDGE, "address": "10.213.78.1/24", "state": "absent"})
+
+
+def main() -> None:
+    if os.geteuid() != 0:
+        sys.exit("run as root: it provisions this machine")
+    stat = ["stat", "-f", "-c", "%T", "/var/lib"]
+    fs = subprocess.run(stat, check=True, capture_output=True, text=True).stdout.strip()
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        try:
+            used0 = used_mib()
+            first, changed1 = site(1, tmp)
+            used1 = used_mib()
+            noop1, noop1_changed = site(1, tmp)
+            ten, changed10 = site(10, tmp)
+            used10 = used_mib()
+            noop10, noop10_changed = site(10, tmp)
+            disks = [disk_mib(GUESTS_DIR / f"bench-{i:02d}") for i in range(1, 11)]
+        finally:
+            cleanup(10)
+    per_further = ten / 9
+    print(f"filesystem of /var/lib: {fs}")
+    print("| what | wall time | changed tasks |")
+    print("|---|---|---|")
+    print(f"| site.yml, 1st guest from the cached base | {first:.1f} s | {changed1} |")
+    print(f"| site.yml no-op re-run, 1 guest | {noop1:.1f} s | {noop1_changed} |")
+    print(f"| site.yml adding guests 2-10 | {ten:.1f} s ({per_further:.1f} s per further guest) | {changed10} |")
+    print(f"| site.yml no-op re-run, 10 guests | {noop10:.1f} s ({noop10 / 10:.2f} s per guest) | {noop10_changed} |")
+    further = f"{min(disks[1:]):.0f}-{max(disks[1:]):.0f}"
+    print(f"du of each guest rootfs: first {disks[0]:.0f} MiB, further ones {further} MiB")
+    each = (used10 - used1) / 9
+    print(f"filesystem space used: 1st guest +{used1 - used0:.0f} MiB, guests 2-10 +{each:.0f} MiB each")
+    print(f"ratios: no-op/first = {noop1 / first:.2f}; no-op 10/no-op 1 = {noop10 / noop1:.2f}")
+
+
+if __name__ == "__main__":
+    main()
