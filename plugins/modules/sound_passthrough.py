@@ -10,8 +10,10 @@ version_added: 0.1.0
 description:
   - Finds the chosen ALSA cards with udev and gives the guest each of their device nodes (C(controlC<n>),
     C(pcmC<n>D*), C(hwC<n>D*), C(midiC<n>D*)) plus the shared C(timer) and C(seq), as
-    C(<hostdev mode='capabilities' type='misc'>) entries (a device cgroup rule on cgroup v1 and v2) and a bind
-    of the host's C(/dev/snd), so the guest sees the real nodes. Other cards stay closed (EPERM).
+    C(<hostdev mode='capabilities' type='misc'>) entries (a device cgroup rule on cgroup v1 and v2) and, for a
+    guest without a user namespace, a bind of the host's C(/dev/snd), so the guest sees the real nodes. An
+    idmapped guest gets the nodes libvirt makes for each hostdev instead (the host's would show as
+    nobody:nogroup there). Other cards stay closed (EPERM).
   - O(profile=udev_data) keeps the guest's C(/sys) read-only and binds the host's C(/run/udev) read-only under a
     C(/run) of the guest's own, so PulseAudio and PipeWire find the cards. O(profile=sysfs) passes the host's
     C(/sys) and C(/sys/fs/fuse/connections) through and writes a systemd-networkd drop-in
