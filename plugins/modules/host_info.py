@@ -16,13 +16,7 @@ description:
     first list.
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
+  - kiosk.lxc.attributes.no_diff
 options:
   require_libvirt:
     description: Count a missing libvirt LXC driver as a problem.

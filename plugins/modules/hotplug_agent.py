@@ -21,15 +21,10 @@ description:
     module runs again.
   - The agent's code is this collection's own C(module_utils), copied to C(/usr/local/lib/kiosk-lxc/python)
     beside the M(kiosk.lxc.cgroup_device) hook's. Any change of a file restarts a running agent.
-attributes:
-  check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
-    support: full
-  diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
-    support: full
 extends_documentation_fragment:
   - kiosk.lxc.libvirt
+  - ansible.builtin.action_common_attributes
+  - kiosk.lxc.attributes
 options:
   state:
     description:

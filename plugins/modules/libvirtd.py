@@ -17,6 +17,7 @@ description:
 extends_documentation_fragment:
   - kiosk.lxc.libvirt
   - ansible.builtin.action_common_attributes
+  - kiosk.lxc.attributes.no_diff
 options:
   state:
     description: Only V(started) is supported; stopping libvirtd is left to the service manager.
@@ -27,13 +28,6 @@ options:
     description: Seconds to wait for libvirtd to answer after starting it.
     type: int
     default: 30
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
 author:
   - kiosk.lxc contributors (@kiosk-lxc)
 """

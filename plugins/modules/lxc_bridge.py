@@ -19,6 +19,9 @@ description:
   - With O(nat=true) the module sets C(net.ipv4.ip_forward=1); it never turns forwarding off again, also not
     with O(state=absent), since other things on the host may rely on it.
   - IPv4 only.
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - kiosk.lxc.attributes
 options:
   name:
     description: The bridge's interface name (at most 15 characters; letters, digits, C(_), C(.), C(-)).
@@ -90,13 +93,6 @@ options:
 requirements:
   - pyroute2 (C(python3-pyroute2) on Debian)
   - dnsmasq (C(dnsmasq-base)), nftables or iptables
-attributes:
-  check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
-    support: full
-  diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
-    support: full
 author:
   - kiosk.lxc contributors (@kiosk-lxc)
 """

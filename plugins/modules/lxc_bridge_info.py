@@ -10,6 +10,9 @@ version_added: 0.1.0
 description:
   - Reports the bridge's link state and IPv4 addresses (netlink), which NAT backends hold the module's rules,
     whether the bridge's dnsmasq runs, and dnsmasq's current leases. Changes nothing.
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - kiosk.lxc.attributes.no_diff
 options:
   name:
     description: The bridge's interface name.
@@ -25,10 +28,6 @@ options:
     default: /var/lib/kiosk-lxc
 requirements:
   - pyroute2 (C(python3-pyroute2) on Debian)
-attributes:
-  check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
-    support: full
 author:
   - kiosk.lxc contributors (@kiosk-lxc)
 """

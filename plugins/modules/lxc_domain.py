@@ -18,13 +18,7 @@ description:
 extends_documentation_fragment:
   - kiosk.lxc.libvirt
   - ansible.builtin.action_common_attributes
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: full
-  platform:
-    platforms: posix
+  - kiosk.lxc.attributes
 options:
   name:
     description: Guest name; letters, digits, C(.), C(_) and C(-), at most 64 characters.

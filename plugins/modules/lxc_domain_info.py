@@ -16,13 +16,7 @@ description:
 extends_documentation_fragment:
   - kiosk.lxc.libvirt
   - ansible.builtin.action_common_attributes
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
+  - kiosk.lxc.attributes.no_diff
 options:
   names:
     description: Guests to report; all guests when omitted. A name that is not defined is listed in RV(missing).

@@ -13,30 +13,15 @@ description:
     major and minor, plus the C(timer) and C(seq) nodes all cards share.
   - Each card carries the selector values (O(cards[].usb), O(cards[].id), O(cards[].name), O(cards[].path),
     O(cards[].serial)) that M(kiosk.lxc.sound_passthrough) accepts.
-attributes:
-  check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
-    support: full
-  diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
-    support: none
+extends_documentation_fragment:
+  - kiosk.lxc.sound_selectors
+  - ansible.builtin.action_common_attributes
+  - kiosk.lxc.attributes.no_diff
 options:
   cards:
     description:
       - Return only the cards any of these selectors matches; a card matches a selector when it matches every
         key given. Omitted means every card.
-    type: list
-    elements: dict
-    suboptions:
-      usb:
-        description: USB V(vendor:product) in hex, for example V(0c76:161f).
-        type: str
-      id: {description: ALSA card id (the bracketed name in C(/proc/asound/cards))., type: str}
-      name: {description: Card name or USB product string (case-insensitive)., type: str}
-      path:
-        description: udev C(ID_PATH) of the card (a port, stable across re-plugs).
-        type: str
-      serial: {description: USB serial number., type: str}
   missing:
     description: What to do when a selector in O(cards) matches no card.
     type: str

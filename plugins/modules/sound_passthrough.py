@@ -20,15 +20,11 @@ description:
     (C(BindReadOnlyPaths=/sys)) into the guest's rootfs so its networking keeps working.
   - The definition is changed through M(kiosk.lxc.lxc_domain)'s code path (same diff, same restart policy). The
     card selectors are kept in the guest's metadata for the hotplug agent; O(state=absent) removes all of it.
-attributes:
-  check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
-    support: full
-  diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
-    support: full
 extends_documentation_fragment:
   - kiosk.lxc.libvirt
+  - kiosk.lxc.sound_selectors
+  - ansible.builtin.action_common_attributes
+  - kiosk.lxc.attributes
 options:
   domain:
     description: The guest (it must be defined).
@@ -38,18 +34,6 @@ options:
     description:
       - Which host cards; a card matches a selector when it matches every key given. Omitted means every card.
       - M(kiosk.lxc.sound_card_info) lists the cards with their selector values.
-    type: list
-    elements: dict
-    suboptions:
-      usb:
-        description: USB V(vendor:product) in hex, for example V(0c76:161f).
-        type: str
-      id: {description: ALSA card id (the bracketed name in C(/proc/asound/cards))., type: str}
-      name: {description: Card name or USB product string (case-insensitive)., type: str}
-      path:
-        description: udev C(ID_PATH) of the card (a port, stable across re-plugs).
-        type: str
-      serial: {description: USB serial number., type: str}
   profile:
     description: How the guest's sound stack finds the cards (see the description).
     type: str

@@ -16,13 +16,7 @@ description:
   - Both files are rewritten atomically under a lock, so concurrent runs cannot pick the same range.
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: full
-  platform:
-    platforms: posix
+  - kiosk.lxc.attributes
 options:
   name:
     description: The owner of the range, usually the guest's name.

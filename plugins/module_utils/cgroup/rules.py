@@ -41,8 +41,17 @@ def norm_access(letters: str) -> str:
     return "".join(ch for ch in ACCESS_ORDER if ch in letters)
 
 
+class _RuleText:
+    """Rule and RuleSpec print as devices.allow takes them: `TYPE MAJOR:MINOR ACCESS`, None as `*`."""
+
+    def __str__(self) -> str:
+        major = "*" if self.major is None else self.major
+        minor = "*" if self.minor is None else self.minor
+        return f"{self.type} {major}:{minor} {self.access}"
+
+
 @dataclass(frozen=True)
-class Rule:
+class Rule(_RuleText):
     """A resolved rule. type is c, b or a (any); major/minor None is the wildcard."""
 
     type: str
@@ -50,28 +59,18 @@ class Rule:
     minor: int | None
     access: str
 
-    def __str__(self) -> str:
-        major = "*" if self.major is None else self.major
-        minor = "*" if self.minor is None else self.minor
-        return f"{self.type} {major}:{minor} {self.access}"
-
     def with_access(self, access: str) -> Rule:
         return Rule(self.type, self.major, self.minor, norm_access(access))
 
 
 @dataclass(frozen=True)
-class RuleSpec:
+class RuleSpec(_RuleText):
     """A rule as the user gave it: major may still be a /proc/devices name."""
 
     type: str
     major: int | str | None
     minor: int | None
     access: str
-
-    def __str__(self) -> str:
-        major = "*" if self.major is None else self.major
-        minor = "*" if self.minor is None else self.minor
-        return f"{self.type} {major}:{minor} {self.access}"
 
     def resolve(self, majors: dict[str, dict[str, list[int]]]) -> list[Rule]:
         """The rules this spec stands for; majors is read_proc_devices()."""
