@@ -181,7 +181,7 @@ def test_confined_guest_fails_every_escape_and_seed000_does_not(libvirt_conn, la
     proc, _records = _provision(lab)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     confined, seed = lab["names"]["confined"], lab["names"]["seed000"]
-    # A second run changes nothing (range, clone, definition, cgroup, tmpfiles line).
+    # A second run changes nothing (range, clone, definition, cgroup, sound unit).
     proc, records = _provision(lab)
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert [r["task"] for r in records if r["status"] == "changed"] == []
@@ -195,8 +195,12 @@ def test_confined_guest_fails_every_escape_and_seed000_does_not(libvirt_conn, la
     croot = lab["work"] / "guests" / confined
     assert croot.stat().st_uid == start and (croot / "bin" / "busybox").stat().st_gid == start
     assert (croot / "probe" / "othercard").stat().st_uid == start
-    tmpfiles = croot / "etc" / "tmpfiles.d" / "kiosk-sound.conf"
-    assert "z /dev/snd/* 0660 root audio" in tmpfiles.read_text() and tmpfiles.stat().st_uid == start
+    # The unit that gives the card nodes to the guest's audio group at boot (run by a
+    # real systemd in the kiosk VM scenario), owned by the guest's root and enabled.
+    unit = croot / "etc" / "systemd" / "system" / "kiosk-sound-nodes.service"
+    assert "chgrp audio /dev/snd/*" in unit.read_text() and unit.stat().st_uid == start
+    link = unit.parent / "sysinit.target.wants" / unit.name
+    assert os.readlink(link) == "../kiosk-sound-nodes.service" and link.lstat().st_uid == start
     sroot = lab["work"] / "guests" / seed
     assert sroot.stat().st_uid == 0
 

@@ -27,7 +27,7 @@ from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import Kio
 from ansible_collections.kiosk.lxc.plugins.module_utils.rootfs import idmap as idmaplib
 
 MANIFEST = ".kiosk-rootfs.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 METHODS = ("debootstrap", "image", "distrobuilder", "clone")
 AUDIO_STACKS = {
     "none": [],
@@ -268,7 +268,9 @@ def pack(path: str, run) -> tuple[str, str]:
     if plan_pack(path):
         tmp = f"{tarball}.tmp-{os.getpid()}"
         try:
-            run(["tar", "-C", path, "--numeric-owner", "-cJf", tmp, "."])
+            # xz -1 on every core: packing is on the critical path of a controller build
+            # (-6, tar's default, took 8 min for a 554 MB base under load, for 10 % less).
+            run(["tar", "-C", path, "--numeric-owner", "-I", "xz -T0 -1", "-cf", tmp, "."])
             os.rename(tmp, tarball)
         finally:
             with contextlib.suppress(FileNotFoundError):
@@ -294,8 +296,10 @@ def _debootstrap(work: str, d: dict, run, _fetch=None) -> None:
 def _config_packages(d: dict) -> set[str]:
     pkgs = set()
     if d["networkd"]:
-        pkgs.add("systemd")
-        pkgs.add("systemd-sysv")
+        # networkd hands the DNS server of its DHCP lease to resolved over D-Bus;
+        # logind (libpam-systemd, D-Bus) starts the kiosk user's own systemd,
+        # which starts the user's sound server.
+        pkgs.update(("systemd", "systemd-sysv", "systemd-resolved", "dbus", "libpam-systemd"))
     if d["user"]:
         pkgs.add("passwd")
     return pkgs
@@ -382,10 +386,23 @@ def configure(root: str, d: dict, run) -> None:
             fh.write(NETWORKD_UNIT)
         wants = os.path.join(root, "etc", "systemd", "system", "multi-user.target.wants")
         os.makedirs(wants, exist_ok=True)
-        link = os.path.join(wants, "systemd-networkd.service")
-        if not os.path.lexists(link):
-            os.symlink("/lib/systemd/system/systemd-networkd.service", link)
+        for unit in ("systemd-networkd.service", "systemd-resolved.service"):
+            link = os.path.join(wants, unit)
+            if not os.path.lexists(link):
+                os.symlink(f"/lib/systemd/system/{unit}", link)
+        # The resolver is the one networkd feeds from the lease (the bridge's dnsmasq),
+        # never the build host's resolv.conf.
+        resolv = os.path.join(root, "etc", "resolv.conf")
+        if os.path.lexists(resolv):
+            os.unlink(resolv)
+        os.symlink("../run/systemd/resolve/stub-resolv.conf", resolv)
     if d["user"]:
         run(["chroot", root, "sh", "-c",
              f"getent group audio >/dev/null || groupadd -r audio; "
              f"id {d['user']} >/dev/null 2>&1 || useradd -m -s /bin/sh -G audio {d['user']}"])  # fmt: skip
+        if d["networkd"] and d["audio"] != "none":
+            # Lingering: the user's own systemd, and with it the sound server, starts at
+            # boot without anybody logging in, as a kiosk needs.
+            linger = os.path.join(root, "var", "lib", "systemd", "linger")
+            os.makedirs(linger, exist_ok=True)
+            open(os.path.join(linger, d["user"]), "a", encoding="utf-8").close()
