@@ -18,13 +18,7 @@ description:
     eth0, the audio stack, a kiosk user in the C(audio) group).
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: full
-  platform:
-    platforms: posix
+  - kiosk.lxc.attributes
 options:
   method:
     description:
@@ -32,7 +26,8 @@ options:
       - V(image) unpacks an LXC image-server C(rootfs.tar.xz) from a local path or URL, checked against O(sha256).
       - V(distrobuilder) runs C(distrobuilder build-dir) with a definition file, where distrobuilder is installed.
       - V(clone) makes a guest's own rootfs from a base built by this module (O(src)), copy-on-write where the
-        filesystem allows (C(cp --reflink=auto) on btrfs or XFS) and a copy elsewhere, with its own O(hostname).
+        filesystem allows (C(cp --reflink=auto) on btrfs or XFS) and a full copy elsewhere (ext4), with its own
+        O(hostname); RV(cow) says which it was.
         An existing clone is never replaced, even when its base was rebuilt since (RV(outdated) says so),
         because it holds the guest's state.
     type: str
@@ -150,6 +145,15 @@ outdated:
   description: For V(clone), true when the existing clone was made from another definition than asked now.
   returned: always
   type: bool
+cow:
+  description:
+    - For V(clone), true when the clone shares its files' blocks with its base (copy-on-write reflinks, on btrfs or
+      XFS with reflink, base and clone on one filesystem), so it takes disk space only for what the guest changes.
+    - False when it is a full copy (ext4 and other filesystems without reflinks, or base and clone on different
+      filesystems); every clone then takes the base's size again.
+    - Null for other methods, for a clone not made yet (check mode), and for a clone made before this was recorded.
+  returned: always
+  type: bool
 actions:
   description: What ran, or would run in check mode.
   returned: always
@@ -217,8 +221,15 @@ def main():
     except KioskError as exc:
         module.fail_json(msg=exc.msg, **exc.details)
     outdated = plan["after"] is not None and plan["after"] != d["key"]
+    made = build.read_manifest(plan["path"]) if d["method"] == "clone" else None
     result = dict(
-        changed=plan["changed"], path=plan["path"], key=d["key"], actions=plan["actions"], outdated=outdated, **packed
+        changed=plan["changed"],
+        path=plan["path"],
+        key=d["key"],
+        actions=plan["actions"],
+        outdated=outdated,
+        cow=(made or {}).get("cow"),
+        **packed,
     )
     if module._diff:
         result["diff"] = dict(

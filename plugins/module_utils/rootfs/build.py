@@ -179,6 +179,8 @@ def plan(cache_dir: str, d: dict, state: str = "present") -> dict:
     if d["method"] == "clone" and manifest is not None:
         # A guest's own rootfs holds the guest's state: never replaced behind its back.
         return _result(actions, final, current, current)
+    if d["method"] == "debootstrap" and d["arch"] != host_deb_arch():
+        _check_binfmt(d["arch"])  # before anything is touched, and in check mode too
     if os.path.exists(final):
         actions.append(f"replace {final} (it was built from another definition)")
     actions.append(f"build {final} with {d['method']}")
@@ -287,8 +289,6 @@ def _debootstrap(work: str, d: dict, run, _fetch=None) -> None:
     argv = ["debootstrap", f"--variant={d['variant']}", f"--arch={d['arch']}"]
     if include:
         argv.append("--include=" + ",".join(include))
-    if d["arch"] != host_deb_arch():
-        _check_binfmt(d["arch"])
     argv += [d["release"], work, d["mirror"]]
     run(argv)
 
@@ -306,16 +306,32 @@ def _config_packages(d: dict) -> set[str]:
 
 
 def _check_binfmt(arch: str, binfmt_dir: str = "/proc/sys/fs/binfmt_misc") -> None:
-    entry = os.path.join(binfmt_dir, QEMU_BINFMT[arch])
+    """A foreign-arch debootstrap runs the new rootfs's programs (chroot) through qemu-user-static.
+
+    debootstrap runs both stages in one pass when the kernel runs them by itself: the
+    binfmt_misc entry must be enabled and have the F (fix binary) flag, which opens the
+    interpreter when it is registered, so that it is found from inside the chroot too.
+    """
+    name = QEMU_BINFMT[arch]
+    entry = os.path.join(binfmt_dir, name)
     try:
         with open(entry, encoding="utf-8") as fh:
-            enabled = fh.readline().strip() == "enabled"
+            lines = [line.strip() for line in fh]
     except OSError:
-        enabled = False
-    if not enabled:
+        lines = []
+    if lines[:1] != ["enabled"]:
         raise KioskError(
             f"arch: building an {arch} rootfs on a {host_deb_arch()} host needs qemu-user-static with "
-            f"binfmt_misc ({entry} is not enabled): install qemu-user-static and binfmt-support"
+            f"binfmt_misc ({entry} is not enabled): install qemu-user-static and binfmt-support, and where no "
+            f"service manager did it, run 'mount -t binfmt_misc binfmt_misc {binfmt_dir}' (if {binfmt_dir} is "
+            f"empty) and 'update-binfmts --enable {name}'"
+        )
+    flags = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("flags:")), "")
+    if "F" not in flags:
+        raise KioskError(
+            f"arch: the binfmt_misc entry {entry} has no F (fix binary) flag, so {arch} programs cannot run "
+            f"inside the new rootfs: register {name} as Debian's qemu-user-static does ('update-binfmts "
+            f"--disable {name}' then 'update-binfmts --enable {name}')"
         )
 
 
@@ -359,8 +375,28 @@ def _distrobuilder(work: str, d: dict, run, _fetch=None) -> None:
     run(["distrobuilder", "build-dir", d["definition"], work])
 
 
+def reflinks(src_file: str, dest_dir: str, run) -> bool:
+    """Whether files can be cloned copy-on-write (a reflink) from src_file's filesystem into dest_dir.
+
+    Asks cp itself with one small file, so the answer is the one the clone's cp gets.
+    """
+    probe = os.path.join(dest_dir, ".kiosk-reflink-probe")
+    try:
+        run(["cp", "--reflink=always", "--", src_file, probe])
+        return True
+    except KioskError:
+        return False
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(probe)
+
+
 def _clone(work: str, d: dict, run, _fetch=None) -> None:
-    """Copy-on-write where the filesystem can (btrfs, XFS reflinks), a plain copy elsewhere."""
+    """Copy-on-write where the filesystem can (btrfs, XFS reflinks), a plain copy elsewhere.
+
+    Which of the two it was is recorded as "cow" in the clone's manifest (not in its key).
+    """
+    d["cow"] = reflinks(os.path.join(d["src"], MANIFEST), work, run)
     run(["cp", "-a", "--reflink=auto", "--", os.path.join(d["src"], "."), work])
     with contextlib.suppress(FileNotFoundError):
         os.unlink(os.path.join(work, MANIFEST))
