@@ -30,6 +30,7 @@ description:
 extends_documentation_fragment:
   - kiosk.lxc.libvirt
   - ansible.builtin.action_common_attributes
+  - kiosk.lxc.attributes
 options:
   domain:
     description: Name of a libvirt LXC guest on O(uri).
@@ -45,26 +46,23 @@ options:
       - Device rules, each a C(devices.allow) string C(TYPE MAJOR:MINOR ACCESS) such as C(c 116:* rw), or a dict.
       - TYPE is C(c) or C(b); MAJOR a number, C(*) or a C(/proc/devices) name; MINOR a number or C(*);
         ACCESS letters from C(r), C(w), C(m).
+      - Required unless O(state=hook).
     type: list
     elements: raw
-    required: true
   state:
-    description: V(present) allows the rules, V(absent) denies exactly them.
+    description:
+      - V(present) allows the rules, V(absent) denies exactly them.
+      - V(hook) only installs (or updates) the libvirt hook that applies stored rules at every guest start, with
+        no target and no O(rules); the C(kiosk.lxc.host) role uses it, so that the hook is in place before
+        libvirtd starts. libvirtd is reloaded only when the hook is new and libvirtd is running.
     type: str
-    choices: [present, absent]
+    choices: [present, absent, hook]
     default: present
   persistent:
     description:
       - Keep the rules with the guest so that every start applies them again (O(domain) only).
       - Defaults to V(true) for O(domain). With O(state=absent) the rules are also taken out of the stored ones.
     type: bool
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: full
-  platform:
-    platforms: posix
 author:
   - kiosk.lxc contributors (@kiosk-lxc)
 """
@@ -80,6 +78,10 @@ EXAMPLES = r"""
   kiosk.lxc.cgroup_device:
     machine: rim
     rules: ["c 116:* rwm"]
+
+- name: Install the libvirt hook on a kiosk host before any guest has rules (what the host role does)
+  kiosk.lxc.cgroup_device:
+    state: hook
 
 - name: Take the input devices away again
   kiosk.lxc.cgroup_device:
@@ -151,12 +153,17 @@ def main():
             domain=dict(type="str"),
             machine=dict(type="str"),
             cgroup=dict(type="str"),
-            rules=dict(type="list", elements="raw", required=True),
-            state=dict(type="str", default="present", choices=["present", "absent"]),
+            rules=dict(type="list", elements="raw"),
+            state=dict(type="str", default="present", choices=["present", "absent", "hook"]),
             persistent=dict(type="bool"),
         ),
         mutually_exclusive=[("domain", "machine", "cgroup")],
-        required_one_of=[("domain", "machine", "cgroup")],
+        required_if=[
+            ("state", "present", ("domain", "machine", "cgroup"), True),
+            ("state", "absent", ("domain", "machine", "cgroup"), True),
+            ("state", "present", ("rules",)),
+            ("state", "absent", ("rules",)),
+        ],
         supports_check_mode=True,
     )
     conn = None

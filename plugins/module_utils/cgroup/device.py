@@ -7,12 +7,15 @@ raw cgroup path (`cgroup`). For a guest with `persistent`, the rules are also
 kept in its <metadata> (DEVICES_NS, written with setMetadata on the
 persistent definition only, so nothing else in the definition changes) and
 the libvirt hook (hook.py) is installed to apply them at every start.
+state=hook installs only that hook (run_hook), with no target: the host role
+puts it in place before libvirtd starts, so libvirtd runs it from the start.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import sys
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -28,6 +31,7 @@ except ImportError:  # the module reports it with missing_required_lib
 
 TARGETS = ("domain", "machine", "cgroup")
 LIBVIRTD_PIDFILES = ("/run/libvirtd.pid", "/run/virtlxcd.pid")
+LIBVIRT_SOCKET = "/run/libvirt/libvirt-sock"
 
 
 @dataclass
@@ -59,6 +63,7 @@ class Host:
     lib_dir: str = hook.LIB_DIR
     python: str = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
     pidfiles: tuple = LIBVIRTD_PIDFILES
+    libvirt_socket: str = LIBVIRT_SOCKET
 
 
 def desired(params: dict, majors) -> Desired:
@@ -153,22 +158,48 @@ def plan(want: Desired, cur: Current, host: Host, majors) -> dict:
             result["metadata_changed"] = True
     result["stored_after"] = stored_after
     if stored_after:
-        files = hook.wanted_files(host.python, host.hook_dir, host.lib_dir)
-        result["hook_files"] = files
-        result["hook"] = hook.plan_install(files)
-        script = os.path.join(host.hook_dir, "lxc.d", hook.HOOK_NAME)
-        result["reload"] = script in result["hook"] and not os.path.exists(script)
+        result.update(plan_hook(host))
     path = cur.backend.path if cur.backend is not None else None
     actions = [f"allow '{r}' in {path}" for r in result["allow"]]
     actions += [f"deny '{r}' in {path}" for r in result["deny"]]
     if result.get("metadata_changed"):
         actions.append(f"store {len(stored_after)} device rule(s) in guest '{want.target}' metadata")
-    actions += [f"install {p}" for p in result["hook"]]
-    if result.get("reload"):
-        actions.append("reload libvirtd (SIGHUP) so that it runs the new hook")
-    result["actions"] = actions
+    result["actions"] = actions + hook_actions(result)
     result["changed"] = bool(result["allow"] or result["deny"] or result.get("metadata_changed") or result["hook"])
     return result
+
+
+def plan_hook(host: Host, only_if_running: bool = False) -> dict:
+    """The hook files to (re)write, and whether libvirtd must be reloaded to run the hook.
+
+    libvirtd finds a new hook only when it starts or reloads: it is reloaded when the hook
+    script is new. With only_if_running, a libvirtd that is not running is left alone (it
+    finds the hook when it starts).
+    """
+    files = hook.wanted_files(host.python, host.hook_dir, host.lib_dir)
+    todo = hook.plan_install(files)
+    script = os.path.join(host.hook_dir, "lxc.d", hook.HOOK_NAME)
+    reload = script in todo and not os.path.exists(script)
+    if reload and only_if_running:
+        reload = libvirtd_running(host)
+    return {"hook_files": files, "hook": todo, "reload": reload}
+
+
+def hook_actions(result: dict) -> list[str]:
+    actions = [f"install {p}" for p in result["hook"]]
+    if result.get("reload"):
+        actions.append("reload libvirtd (SIGHUP) so that it runs the new hook")
+    return actions
+
+
+def libvirtd_running(host: Host) -> bool:
+    """Whether a libvirtd answers on its socket (it may run where its pid file is out of sight)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        try:
+            sock.connect(host.libvirt_socket)
+        except OSError:
+            return False
+    return True
 
 
 def _reload_libvirtd(host: Host) -> None:
@@ -202,6 +233,10 @@ def apply(want: Desired, cur: Current, result: dict, host: Host) -> None:
             )
         except libvirt.libvirtError as exc:
             raise KioskError(f"Guest '{want.target}': storing its device rules failed: {exc}") from exc
+    apply_hook(result, host)
+
+
+def apply_hook(result: dict, host: Host) -> None:
     if result["hook"]:
         hook.install(result["hook_files"], result["hook"])
     if result.get("reload"):
@@ -212,8 +247,41 @@ def _text(rule_list) -> str:
     return "".join(f"{r}\n" for r in rule_list)
 
 
+def run_hook(check_mode: bool, host: Host) -> dict:
+    """state=hook: only the libvirt hook, for a host that has no guest rules yet (the host role)."""
+    result = plan_hook(host, only_if_running=True)
+    if not check_mode:
+        apply_hook(result, host)
+    label = f"libvirt hook {os.path.join(host.hook_dir, 'lxc.d', hook.HOOK_NAME)}"
+    return {
+        "changed": bool(result["hook"]),
+        "cgroup_version": None,
+        "cgroup_path": None,
+        "rules": [],
+        "added": [],
+        "removed": [],
+        "applied": False,
+        "persistent_rules": None,
+        "actions": hook_actions(result),
+        "warnings": [],
+        "diff": {
+            "before": "".join(f"{p}\n" for p in result["hook_files"] if p not in result["hook"]),
+            "after": "".join(f"{p}\n" for p in result["hook_files"]),
+            "before_header": f"{label}: files in place",
+            "after_header": f"{label}: files in place",
+        },
+    }
+
+
 def run(params: dict, conn, check_mode: bool, host: Host) -> dict:
     """The whole module: returns what exit_json gets."""
+    if params.get("state") == "hook":
+        if any(params.get(k) for k in (*TARGETS, "rules")) or params.get("persistent") is not None:
+            raise KioskError(
+                "Option state: hook installs only the libvirt hook; give no domain, machine, cgroup, rules"
+                " or persistent"
+            )
+        return run_hook(check_mode, host)
     majors = rules.read_proc_devices(host.proc_devices)
     want = desired(params, majors)
     cur = read(want, conn, host, majors)
