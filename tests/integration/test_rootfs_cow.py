@@ -75,7 +75,7 @@ def base_tarball(tmp_path):
     payload = tree / "usr" / "share" / "kiosk" / "payload.bin"
     payload.parent.mkdir(parents=True)
     with open(payload, "wb") as fh:
-        for _ in range(PAYLOAD >> 20):
+        for _block in range(PAYLOAD >> 20):
             fh.write(os.urandom(1 << 20))
     tar_path = tmp_path / "rootfs.tar"
     with tarfile.open(tar_path, "w") as tar:
