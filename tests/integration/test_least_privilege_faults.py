@@ -9,11 +9,8 @@
 - Two lxc_domain runs at once on one guest (two ansible-playbook processes):
   both succeed, one definition, no second guest.
 
-Not here: libvirtd killed mid-run. The one libvirtd on this machine is shared
-by every test session and must not be killed, and a second libvirtd would
-need its own sockets, pid file, state and run dirs, and the cgroup/mount
-namespace trick (PLATFORM.md); that belongs in the kiosk VM scenario
-(docs/least-privilege.md).
+libvirtd killed mid-run is test_fault_libvirtd.py: it kills a second, private
+libvirtd of its own, never the one this machine's test sessions share.
 """
 
 from __future__ import annotations

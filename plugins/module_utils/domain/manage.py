@@ -263,6 +263,22 @@ def stop(dom, timeout: float) -> bool:
     return True
 
 
+def _failed(conn, what: str, exc) -> str:
+    """What went wrong in `what`: libvirt's error, or that libvirtd went away during it.
+
+    libvirt reports a daemon that died mid-call as a bare RPC error ("End of
+    file while reading data: Input/output error"); whether the call took
+    effect is known only once libvirtd is back, and a re-run finds out.
+    """
+    try:
+        alive = bool(conn.isAlive())
+    except (libvirt.libvirtError, AttributeError):
+        alive = True
+    if alive:
+        return f"{what} failed: {exc}"
+    return f"libvirtd went away during {what} ({exc}); run again once libvirtd is back"
+
+
 def apply(conn, plan: Plan, shutdown_timeout: float) -> dict:
     """Carry out plan.actions in order; returns facts about what happened."""
     dom = plan.guest.dom
@@ -286,7 +302,7 @@ def apply(conn, plan: Plan, shutdown_timeout: float) -> dict:
                 dom.setAutostart(1 if action == "autostart_on" else 0)
         except libvirt.libvirtError as exc:
             raise KioskError(
-                f"Guest '{plan.name}': {action} failed: {exc}",
+                f"Guest '{plan.name}': {_failed(conn, action, exc)}",
                 actions_done=plan.actions[: plan.actions.index(action)],
             ) from exc
     happened["dom"] = dom
@@ -324,7 +340,7 @@ def result(conn, plan: Plan, check_mode: bool, shutdown_timeout: float) -> dict:
             out["xml"] = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
             out["state"] = STATE_NAMES.get(dom.state()[0], "nostate")
         except libvirt.libvirtError as exc:
-            raise KioskError(f"Guest '{plan.name}': cannot read it back: {exc}") from exc
+            raise KioskError(f"Guest '{plan.name}': {_failed(conn, 'reading it back', exc)}") from exc
     return out
 
 
