@@ -82,15 +82,21 @@ def script_text(python: str, lib_dir: str, args: list[str]) -> str:
 
 
 def unit_text(script: str) -> str:
+    """The unit: the agent comes back after ANY exit (also a clean one, after a stray SIGTERM), never giving up.
+
+    With Restart=on-failure an agent that exited cleanly stayed inactive until the host role ran again,
+    and that run then reported changed (it had to start it).
+    """
     return (
         "# Installed by kiosk.lxc.hotplug_agent.\n"
         "[Unit]\n"
         "Description=kiosk.lxc sound card hotplug agent for libvirt LXC guests\n"
         "After=libvirtd.service systemd-udevd.service\n"
-        "Wants=libvirtd.service\n\n"
+        "Wants=libvirtd.service\n"
+        "StartLimitIntervalSec=0\n\n"
         "[Service]\n"
         f"ExecStart={shlex.quote(script)}\n"
-        "Restart=on-failure\n"
+        "Restart=always\n"
         "RestartSec=2\n\n"
         "[Install]\n"
         "WantedBy=multi-user.target\n"

@@ -1,0 +1,67 @@
+"""hotplug.install under systemd: the unit keeps the agent up, and a healthy install plans nothing.
+
+No systemd runs on this machine: the unit is checked as an INI file and the
+plan is computed against files installed in tmp_path with the service state
+handed in (what `systemctl is-active`/`is-enabled` would say). The real
+thing runs in the kiosk VM (molecule/hotplug: converge, then idempotence).
+"""
+
+from __future__ import annotations
+
+import configparser
+
+import pytest
+from ansible_collections.kiosk.lxc.plugins.module_utils.cgroup import hook
+from ansible_collections.kiosk.lxc.plugins.module_utils.hotplug import install
+
+PARAMS = {"uri": "lxc:///system", "state": "present", "rescan": 5.0, "log_file": None, "python": "/usr/bin/python3"}
+
+
+def test_the_unit_brings_the_agent_back_after_any_exit_and_never_gives_up():
+    """Seen in the kiosk VM with Restart=on-failure: a SIGTERM that did not come from systemctl left the
+    agent inactive, so cards reached no guest and the next host role run reported changed (start)."""
+    unit = configparser.ConfigParser(interpolation=None)
+    unit.read_string(install.unit_text("/usr/local/sbin/kiosk-lxc-hotplug"))
+    assert unit["Service"]["Restart"] == "always"
+    assert unit["Unit"]["StartLimitIntervalSec"] == "0"
+    assert unit["Service"]["ExecStart"] == "/usr/local/sbin/kiosk-lxc-hotplug"
+    assert unit["Install"]["WantedBy"] == "multi-user.target"
+
+
+@pytest.fixture
+def host(tmp_path):
+    h = install.Host(
+        run=None,
+        lib_dir=str(tmp_path / "lib"),
+        script=str(tmp_path / "sbin" / "kiosk-lxc-hotplug"),
+        unit=str(tmp_path / "kiosk-lxc-hotplug.service"),
+        pidfile=str(tmp_path / "agent.pid"),
+        systemd=True,
+    )
+    files = install.wanted_files(PARAMS, h)
+    hook.install(files, list(files))
+    return h
+
+
+@pytest.mark.parametrize(
+    ("running", "enabled", "steps"),
+    [
+        (True, True, []),
+        (False, True, ["start"]),
+        (True, False, ["enable"]),
+        (False, False, ["enable", "start"]),
+    ],
+)
+def test_an_installed_agent_plans_only_what_its_service_state_lacks(host, running, enabled, steps):
+    result = install.plan(PARAMS, {"running": running, "enabled": enabled, "present": []}, host)
+    assert result["install"] == []
+    assert result["steps"] == steps
+    assert install.actions_of(result) == [f"{s} kiosk-lxc-hotplug" for s in steps]
+
+
+def test_a_changed_unit_is_reloaded_reenabled_and_restarts_the_agent(host):
+    with open(host.unit, "a", encoding="utf-8") as fh:
+        fh.write("Restart=on-failure\n")  # a unit from an older version of the collection
+    result = install.plan(PARAMS, {"running": True, "enabled": True, "present": []}, host)
+    assert result["install"] == [host.unit]
+    assert result["steps"] == ["daemon-reload", "enable", "restart"]
