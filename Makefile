@@ -53,7 +53,7 @@ collection-link:
 
 # ---------------------------------------------------------------- the suite
 .PHONY: test lint sanity unit integration galaxy
-test: deps lint sanity galaxy docs unit integration
+test: deps lint sanity galaxy docs unit integration test-vm-default
 	@echo "make test: every step passed"
 
 lint: deps
