@@ -48,5 +48,7 @@ def test_foreign_arch_without_binfmt_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(build, "host_deb_arch", lambda: "amd64")
     with pytest.raises(KioskError, match="arch: building an arm64 rootfs on a amd64 host needs qemu-user-static"):
         build._check_binfmt("arm64", str(tmp_path))
-    (tmp_path / "qemu-aarch64").write_text("enabled\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\nflags: PF\n")
+    (tmp_path / "qemu-aarch64").write_text(
+        "enabled\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\nflags: PF\n"
+    )
     build._check_binfmt("arm64", str(tmp_path))
