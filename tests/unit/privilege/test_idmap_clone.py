@@ -33,8 +33,10 @@ def test_clone_with_idmap_is_owned_by_the_guest_ids_and_keeps_setuid(tmp_path):
     assert d["idmap"] == MAP
     assert d["key"] != build.desired({"method": "clone", "src": str(base), "name": "g1"})["key"]
 
-    def run(argv):
-        assert os.spawnvp(os.P_WAIT, argv[0], argv) == 0
+    def run(argv):  # build.apply's contract: a failed command raises KioskError
+        rc = os.spawnvp(os.P_WAIT, argv[0], argv)
+        if rc != 0:
+            raise KioskError(f"{argv[0]} failed (rc={rc})")
 
     cache = tmp_path / "cache"
     build.apply(str(cache), d, run)
