@@ -181,6 +181,8 @@ def plan(cache_dir: str, d: dict, state: str = "present") -> dict:
         return _result(actions, final, current, current)
     if d["method"] == "debootstrap" and d["arch"] != host_deb_arch():
         _check_binfmt(d["arch"])  # before anything is touched, and in check mode too
+    if d["method"] == "distrobuilder" and not shutil.which("distrobuilder"):
+        raise KioskError("method: distrobuilder is not installed on this host")
     if os.path.exists(final):
         actions.append(f"replace {final} (it was built from another definition)")
     actions.append(f"build {final} with {d['method']}")
@@ -370,9 +372,14 @@ def _image(work: str, d: dict, _run, fetch=None) -> None:
 
 
 def _distrobuilder(work: str, d: dict, run, _fetch=None) -> None:
-    if not shutil.which("distrobuilder"):
-        raise KioskError("method: distrobuilder is not installed on this host")
-    run(["distrobuilder", "build-dir", d["definition"], work])
+    try:
+        run(["distrobuilder", "build-dir", d["definition"], work])
+    except KioskError as exc:
+        # distrobuilder logs its progress on stderr too; the cause is its last line ("Error: ...").
+        lines = [line.strip() for line in exc.msg.splitlines() if line.strip()]
+        if len(lines) < 2:
+            raise
+        raise KioskError(f"definition: distrobuilder failed to build {d['definition']}: {lines[-1]}") from exc
 
 
 def reflinks(src_file: str, dest_dir: str, run) -> bool:
