@@ -17,6 +17,7 @@ from pathlib import Path
 
 import play
 import pytest
+from ansible_collections.kiosk.lxc.plugins.module_utils.cgroup import hook
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
 from ansible_collections.kiosk.lxc.plugins.module_utils.hotplug import install
 
@@ -89,6 +90,29 @@ def test_a_dead_agent_is_started_again(host, tmp_path):
     again = install.run(params, False, host)
     assert again["actions"] == ["start kiosk-lxc-hotplug"]
     assert install.daemon_pid(host) not in (None, pid)
+
+
+def test_an_agent_older_than_a_module_it_shares_with_the_hook_is_restarted(host, tmp_path):
+    """The cgroup_device hook task installs the device cgroup modules the agent runs too (the same files).
+
+    Seen before the fix: after the hook task had written them, this module found every file as it wanted
+    it, reported no change, and the running agent kept the old code until its next restart.
+    """
+    params = dict(PARAMS, log_file=str(tmp_path / "hotplug.log"))
+    install.run(params, False, host)
+    pid = install.daemon_pid(host)
+    assert wait_log(tmp_path / "hotplug.log", "started: watching sound cards")
+    shared = install.module_path(host, "cgroup.rules")
+    hook.install({shared: (hook.module_source("cgroup.rules"), 0o644)}, [shared])  # what the hook task does
+
+    checked = install.run(params, True, host)
+    assert checked["actions"] == ["restart kiosk-lxc-hotplug"]
+    assert f"changed since the agent started: {shared}" in checked["diff"]["before"]
+    assert install.daemon_pid(host) == pid
+    again = install.run(params, False, host)
+    assert again["actions"] == ["restart kiosk-lxc-hotplug"]
+    assert install.daemon_pid(host) not in (None, pid) and not install.alive(pid)
+    assert install.run(params, False, host)["changed"] is False  # the new agent is younger than its files
 
 
 def test_unit_text_and_bad_input():

@@ -9,7 +9,11 @@ start script that runs it with the host's /usr/bin/python3. Where systemd
 runs, a unit starts it at boot and restarts it; elsewhere the module starts
 it as a daemon with a pid file (nothing restarts it after a reboot there
 until the host role runs again). Any change of a file restarts a running
-agent, so the new code or options take effect.
+agent, so the new code or options take effect - also a change another task
+made: the cgroup_device hook installs the device cgroup modules the agent
+shares with it, so a running agent older than any of its files (their
+mtime after the process's start) is restarted even when this module finds
+every file as it wants it.
 """
 
 from __future__ import annotations
@@ -108,16 +112,16 @@ def wanted_files(params: dict, host: Host) -> dict[str, tuple[str, int]]:
     if host.systemd:
         files[host.unit] = (unit_text(host.script), 0o644)
     for relname in AGENT_MODULES:
-        path = os.path.join(host.lib_dir, *hook.PACKAGE.split("."), *relname.split(".")) + ".py"
-        files[path] = (hook.module_source(relname), 0o644)
+        files[module_path(host, relname)] = (hook.module_source(relname), 0o644)
     return files
 
 
+def module_path(host: Host, relname: str) -> str:
+    return os.path.join(host.lib_dir, *hook.PACKAGE.split("."), *relname.split(".")) + ".py"
+
+
 def owned_paths(host: Host) -> list[str]:
-    paths = [host.script, host.unit]
-    for relname in OWN_MODULES:
-        paths.append(os.path.join(host.lib_dir, *hook.PACKAGE.split("."), *relname.split(".")) + ".py")
-    return paths
+    return [host.script, host.unit, *(module_path(host, relname) for relname in OWN_MODULES)]
 
 
 # ---------------------------------------------------------------- running state
@@ -152,6 +156,44 @@ def is_running(host: Host) -> bool:
     return daemon_pid(host) is not None
 
 
+def agent_pid(host: Host) -> int | None:
+    """The running agent's pid: systemd's main pid of the unit, or the daemon's."""
+    if not host.systemd:
+        return daemon_pid(host)
+    rc, out, _err = _systemctl(host, "show", "--property=MainPID", "--value", f"{NAME}.service")
+    pid = int(out.strip()) if rc == 0 and out.strip().isdigit() else 0
+    return pid or None
+
+
+def started_at(pid: int) -> float | None:
+    """When the process started, as a wall-clock time (to the kernel's clock tick)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            ticks = int(fh.read().rsplit(")", 1)[1].split()[19])  # field 22: starttime, ticks since boot
+    except (OSError, IndexError, ValueError):
+        return None
+    since_boot = ticks / os.sysconf("SC_CLK_TCK")
+    return time.time() - (time.clock_gettime(time.CLOCK_BOOTTIME) - since_boot)
+
+
+def newer_than_agent(host: Host) -> list[str]:
+    """The agent's script and modules changed on disk since the running agent started (it runs older code)."""
+    pid = agent_pid(host)
+    start = started_at(pid) if pid else None
+    if start is None:
+        return []
+    tick = 1.0 / os.sysconf("SC_CLK_TCK")
+    paths = [host.script, *(module_path(host, relname) for relname in AGENT_MODULES)]
+    newer = []
+    for path in paths:
+        try:
+            if os.stat(path).st_mtime > start + tick:
+                newer.append(path)
+        except OSError:
+            continue
+    return newer
+
+
 def is_enabled(host: Host) -> bool:
     return not host.systemd or _systemctl(host, "is-enabled", "--quiet", f"{NAME}.service")[0] == 0
 
@@ -168,10 +210,12 @@ def validate(params: dict) -> dict:
 
 
 def read(host: Host) -> dict:
+    running = is_running(host)
     return {
-        "running": is_running(host),
+        "running": running,
         "enabled": is_enabled(host),
         "present": [p for p in owned_paths(host) if os.path.lexists(p)],
+        "newer": newer_than_agent(host) if running else [],
     }
 
 
@@ -191,7 +235,7 @@ def plan(params: dict, current: dict, host: Host) -> dict:
             steps.append("daemon-reload")
         if not current["enabled"] or host.unit in install:
             steps.append("enable")
-    if current["running"] and install:
+    if current["running"] and (install or current.get("newer")):
         steps.append("restart")
     elif not current["running"]:
         steps.append("start")
@@ -288,7 +332,8 @@ def run(params: dict, check_mode: bool, host: Host) -> dict:
         "service": "systemd" if host.systemd else "daemon",
         "running": present,
         "diff": {
-            "before": f"running: {current['running']}\nfiles: {', '.join(sorted(current['present'])) or 'none'}\n",
+            "before": f"running: {current['running']}\nfiles: {', '.join(sorted(current['present'])) or 'none'}\n"
+            + (f"changed since the agent started: {', '.join(current['newer'])}\n" if current["newer"] else ""),
             "after": f"running: {present}\nfiles: {', '.join(after) or 'none'}\n",
             "before_header": NAME,
             "after_header": NAME,

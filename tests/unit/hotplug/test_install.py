@@ -9,6 +9,8 @@ thing runs in the kiosk VM (molecule/hotplug: converge, then idempotence).
 from __future__ import annotations
 
 import configparser
+import os
+import subprocess
 
 import pytest
 from ansible_collections.kiosk.lxc.plugins.module_utils.cgroup import hook
@@ -65,3 +67,37 @@ def test_a_changed_unit_is_reloaded_reenabled_and_restarts_the_agent(host):
     result = install.plan(PARAMS, {"running": True, "enabled": True, "present": []}, host)
     assert result["install"] == [host.unit]
     assert result["steps"] == ["daemon-reload", "enable", "restart"]
+
+
+def systemctl_saying(main_pid: int):
+    """A stand-in for systemctl (no systemd here): the unit is active and enabled, with this main pid."""
+
+    def run(argv):
+        if argv[:2] == ["systemctl", "show"]:
+            return 0, f"{main_pid}\n", ""
+        return 0, "", ""
+
+    return run
+
+
+def test_an_agent_started_before_its_files_were_written_is_restarted(host):
+    """This test's own process stands for an agent left on old code: it started before tmp_path's files."""
+    host.run = systemctl_saying(os.getpid())
+    current = install.read(host)
+    assert current["running"] and host.script in current["newer"]
+    assert install.module_path(host, "cgroup.rules") in current["newer"]
+    assert install.plan(PARAMS, current, host)["steps"] == ["restart"]
+
+
+def test_an_agent_started_after_its_files_were_written_is_left_alone(host):
+    agent = subprocess.Popen(["sleep", "30"])
+    try:
+        host.run = systemctl_saying(agent.pid)
+        current = install.read(host)
+        assert current["newer"] == []
+        assert install.plan(PARAMS, current, host)["steps"] == []
+        host.run = systemctl_saying(0)  # systemd knows no main pid: nothing to compare
+        assert install.read(host)["newer"] == []
+    finally:
+        agent.kill()
+        agent.wait()
