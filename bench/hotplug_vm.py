@@ -16,7 +16,13 @@ cycle:
       controlC<n>, so the guest's /dev and the guest's device cgroup both
       decide), polled every 5 ms;
   (b) `pactl`: `pactl subscribe` in the guest reports a new card, and
-      `pactl list cards` in the guest then names the card.
+      `pactl list cards` in the guest then names the card;
+  and, to split (b): `agent` is when the agent's journal line for the
+  attach was written (after its `pactl load-module` returned: the grant,
+  the nodes and PulseAudio's own loading of the card are all in it); the
+  journal's monotonic clock is the bench's. Before the cycles, `spawn` is
+  what one `pactl info` in the guest costs (the way the agent runs it:
+  nsenter + pactl), the floor under any command the agent runs there.
 
 The guest must lose the card on unplug and get it back on plug:
 - the probe: ENODEV at once (the kernel's disconnect), then ENOENT or EPERM
@@ -162,6 +168,35 @@ class Guest:
         return re.findall(r'alsa\.card_name = "([^"]*)"', proc.stdout)
 
 
+def agent_done(since: float, timeout: float) -> float | None:
+    """Monotonic time of the agent's first journal line after `since` saying it attached a card."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        proc = subprocess.run(
+            ["journalctl", "-b", "-o", "json", "--no-pager", "-t", "kiosk-lxc-hotplug", "-n", "20"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        for line in proc.stdout.splitlines():
+            entry = json.loads(line)
+            when = int(entry.get("__MONOTONIC_TIMESTAMP", 0)) / 1e6
+            if when >= since and str(entry.get("MESSAGE", "")).startswith("attach "):
+                return when
+        time.sleep(0.2)
+    return None
+
+
+def spawn_cost(guest: Guest, times: int = 5) -> float:
+    """Median seconds of one `pactl info` in the guest as the user (nsenter, setpriv, pactl)."""
+    took = []
+    for _ in range(times):
+        t = time.monotonic()
+        guest.run(["pactl", "info"], user=True)
+        took.append(time.monotonic() - t)
+    return statistics.median(took)
+
+
 def control_dev(card: str) -> tuple[int, int]:
     """(major, minor) of the card's control node on the VM."""
     number = os.readlink(f"/proc/asound/{card}").removeprefix("card")
@@ -257,6 +292,9 @@ def cycle(guest: Guest, probe: Lines, events: Lines, args) -> dict:
     if new is None:
         return {**out, "error": "the guest's PulseAudio reported no new card after the modprobe"}
     out["pactl_s"] = new[0] - t0
+    done = agent_done(t0, timeout)
+    if done is not None:
+        out["agent_s"] = done - t0
     if not wait_listed(guest, card, True, timeout):
         return {**out, "error": f"the guest's PulseAudio does not list {card} after the modprobe"}
     out["cgroup_after_plug"] = witness(guest, control_dev(card))
@@ -280,9 +318,11 @@ def main(argv: list[str] | None = None) -> int:
     guest = Guest(args.guest, args.user)
     if args.start_pulseaudio:
         start_pulseaudio(guest)
-    if not wait_listed(guest, args.card, True, args.timeout):
+    if not wait_listed(guest, args.card, True, max(args.timeout, 120.0)):  # the user's server may still start
         print(f"FAIL before any cycle: the guest's PulseAudio does not list {args.card}: {guest.card_names()}")
         return 1
+    spawn = spawn_cost(guest)
+    print(f"spawn: one pactl info in the guest takes {spawn * 1000:.1f} ms (median of 5)", flush=True)
     probe = Lines([sys.executable, "-c", PROBE, str(guest.init), args.card, guest.procs])
     events = Lines(guest.argv(["pactl", "subscribe"]))
     results = []
@@ -307,9 +347,9 @@ def main(argv: list[str] | None = None) -> int:
             subprocess.run(["modprobe", args.module], check=False)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(results, fh, indent=1)
+            json.dump({"spawn_s": spawn, "cycles": results}, fh, indent=1)
     ok = [r for r in results if "error" not in r]
-    for key in ("open_s", "pactl_s", "modprobe_s", "unplug_s", "revoke_s"):
+    for key in ("open_s", "agent_s", "pactl_s", "modprobe_s", "unplug_s", "revoke_s"):
         ms = [r[key] * 1000 for r in ok]
         if ms:
             print(f"{key[:-2]:8s} median {statistics.median(ms):7.1f} ms  max {max(ms):7.1f} ms  ({len(ms)} cycles)")
