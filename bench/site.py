@@ -28,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "lib"))
 
-from play import run_module, run_playbook
+from play import local_kiosk, run_module, run_playbook
 
 BRIDGE = "ktbench0"
 GUESTS_DIR = Path("/var/lib/kiosk-lxc/guests")
@@ -44,21 +44,7 @@ def inventory(n: int) -> dict:
         }
         for i in range(1, n + 1)
     ]
-    return {
-        "kiosks": {
-            "hosts": {
-                "localhost": {
-                    "ansible_connection": "local",
-                    "ansible_python_interpreter": "/usr/bin/python3",
-                    "kiosk_network_bridge": BRIDGE,
-                    "kiosk_network_address": "10.213.78.1/24",
-                    "kiosk_network_nat": False,
-                    "kiosk_network_persistent": False,
-                    "kiosk_guests": guests,
-                }
-            }
-        }
-    }
+    return local_kiosk(BRIDGE, "10.213.78.1/24", guests)
 
 
 def site(n: int, tmp: Path) -> tuple[float, int]:

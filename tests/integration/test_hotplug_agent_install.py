@@ -17,6 +17,7 @@ from pathlib import Path
 
 import play
 import pytest
+from agent_host import agent_host
 from ansible_collections.kiosk.lxc.plugins.module_utils.cgroup import hook
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
 from ansible_collections.kiosk.lxc.plugins.module_utils.hotplug import install
@@ -26,14 +27,7 @@ PARAMS = {"uri": "lxc:///system", "state": "present", "rescan": 5.0, "log_file":
 
 @pytest.fixture
 def host(tmp_path):
-    h = install.Host(
-        run=None,
-        lib_dir=str(tmp_path / "lib"),
-        script=str(tmp_path / "sbin" / "kiosk-lxc-hotplug"),
-        unit=str(tmp_path / "kiosk-lxc-hotplug.service"),
-        pidfile=str(tmp_path / "run" / "kiosk-lxc-hotplug.pid"),
-        systemd=False,
-    )
+    h = agent_host(tmp_path, systemd=False)
     yield h
     pid = install.daemon_pid(h)
     if pid is not None:

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from play import REPO, ansible_env, run_module, run_playbook
+from play import REPO, ansible_env, local_kiosk, run_module, run_playbook
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="provisions this machine: needs root")
 
@@ -30,23 +30,8 @@ GUEST_IP = "10.213.77.10"
 
 @pytest.fixture
 def site_inventory(tmp_path, libvirt_daemon):
-    inv = {
-        "kiosks": {
-            "hosts": {
-                "localhost": {
-                    "ansible_connection": "local",
-                    "ansible_python_interpreter": "/usr/bin/python3",
-                    "kiosk_network_bridge": BRIDGE,
-                    "kiosk_network_address": "10.213.77.1/24",
-                    "kiosk_network_nat": False,
-                    "kiosk_network_persistent": False,
-                    "kiosk_guests": [
-                        {"name": GUEST, "memory": "256MiB", "network": {"ip": GUEST_IP}, "sound": {"missing": "ignore"}}
-                    ],
-                }
-            }
-        }
-    }
+    guest = {"name": GUEST, "memory": "256MiB", "network": {"ip": GUEST_IP}, "sound": {"missing": "ignore"}}
+    inv = local_kiosk(BRIDGE, "10.213.77.1/24", [guest])
     path = tmp_path / "inventory.json"
     path.write_text(json.dumps(inv))
     yield str(path)

@@ -79,3 +79,17 @@ def run_module(module: str, args: dict, *, check: bool = False, diff: bool = Fal
     result["_status"] = records[-1]["status"]
     result["_stdout"] = proc.stdout
     return result
+
+
+def local_kiosk(bridge: str, address: str, guests: list[dict]) -> dict:
+    """An inventory of one kiosk, this machine, on its own bridge without NAT or persistence (tests, benches)."""
+    host = {
+        "ansible_connection": "local",
+        "ansible_python_interpreter": "/usr/bin/python3",
+        "kiosk_network_bridge": bridge,
+        "kiosk_network_address": address,
+        "kiosk_network_nat": False,
+        "kiosk_network_persistent": False,
+        "kiosk_guests": guests,
+    }
+    return {"kiosks": {"hosts": {"localhost": host}}}

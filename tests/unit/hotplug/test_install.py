@@ -13,6 +13,7 @@ import os
 import subprocess
 
 import pytest
+from agent_host import agent_host
 from ansible_collections.kiosk.lxc.plugins.module_utils.cgroup import hook
 from ansible_collections.kiosk.lxc.plugins.module_utils.hotplug import install
 
@@ -32,14 +33,7 @@ def test_the_unit_brings_the_agent_back_after_any_exit_and_never_gives_up():
 
 @pytest.fixture
 def host(tmp_path):
-    h = install.Host(
-        run=None,
-        lib_dir=str(tmp_path / "lib"),
-        script=str(tmp_path / "sbin" / "kiosk-lxc-hotplug"),
-        unit=str(tmp_path / "kiosk-lxc-hotplug.service"),
-        pidfile=str(tmp_path / "agent.pid"),
-        systemd=True,
-    )
+    h = agent_host(tmp_path, systemd=True)
     files = install.wanted_files(PARAMS, h)
     hook.install(files, list(files))
     return h
