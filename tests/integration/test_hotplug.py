@@ -13,6 +13,7 @@ The guest runs no sound server here; the kiosk VM scenario covers that.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -89,6 +90,16 @@ def test_plug_unplug_replug_reaches_the_running_guest(libvirt_conn, guest_name, 
         agent.close()
     assert f"attach card 1 (KT USB Audio) to guest '{guest_name}'" in log
     assert f"detach card 1 (KT USB Audio) from guest '{guest_name}'" in log
+    # each action's line says how long after the udev event the guest had the card, and where it went
+    attached = [line for line in log.splitlines() if f"attach card 1 (KT USB Audio) to guest '{guest_name}'" in line]
+    assert attached and all(
+        re.search(
+            r"; \d+ ms after the event \(queue \d+, guests \d+, cards \d+, "
+            r"cgroup and nodes \d+, sound server \d+\)$",
+            line,
+        )
+        for line in attached
+    ), attached
     # the guest's sound server was told, inside the guest, as its user (root here)
     told = (root / "out" / "pactl.log").read_text().splitlines()
     attach = "0 load-module module-alsa-card device_id=1 name=kiosk-Audio card_name=alsa_card.kiosk-Audio tsched=yes"

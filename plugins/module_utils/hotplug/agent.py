@@ -94,7 +94,7 @@ class Agent:
     # ------------------------------------------------------------ the udev side
     def enqueue(self, device) -> None:
         """The monitor's callback: no I/O, no lock held, returns at once."""
-        self.queue.put((device.action, device.sys_path))
+        self.queue.put((device.action, device.sys_path, time.monotonic()))
 
     def monitor(self):
         """A started pyudev observer thread feeding the queue with sound events."""
@@ -125,25 +125,34 @@ class Agent:
         return discovery.discover(self.context, proc_root=self.proc_root, dev_dir=self.dev_dir)
 
     # ------------------------------------------------------------ the worker
-    def handle(self, action: str, sys_path: str) -> list[dict]:
-        """One udev event, start to end; returns the plan actions it applied."""
+    def handle(self, action: str, sys_path: str, received: float | None = None) -> list[dict]:
+        """One udev event, start to end; returns the plan actions it applied.
+
+        `received` (monotonic) is when the monitor got the event: each action's
+        journal line says how long after it the guest had the card, and where
+        the time went.
+        """
         kind = plan.event_kind(action, sys_path)
         if kind is None:
             return []
+        clock = {"event": received if received is not None else time.monotonic(), "start": time.monotonic()}
         guests = self._guests()
+        clock["guests"] = time.monotonic()
         for name in plan.forget_stopped(self.ledger, guests):
             self.log.info("guest '%s' stopped or restarted: its hotplugged cards are forgotten", name)
         if kind == "detach":
             actions = plan.plan_detach(plan.card_syspath(sys_path), guests, self.ledger)
+            clock["cards"] = clock["guests"]
         else:
             host = self._host()
+            clock["cards"] = time.monotonic()
             card = next((c for c in host["cards"] if c["sys_path"] == sys_path), None)
             if card is None or not plan.card_complete(card):
                 return []  # not set up yet: its change event follows
             if not plan.guests_for(card, guests):
                 self.log.info("card %s (%s) matches no running guest: it stays closed", card["number"], card["name"])
             actions = plan.plan_attach(card, guests, self.ledger, host["shared_nodes"])
-        self.apply(actions, f"{action} {sys_path}")
+        self.apply(actions, f"{action} {sys_path}", clock)
         return actions
 
     def reconcile(self) -> list[dict]:
@@ -156,10 +165,11 @@ class Agent:
         self.apply(actions, "rescan")
         return actions
 
-    def apply(self, actions: list[dict], cause: str) -> None:
+    def apply(self, actions: list[dict], cause: str, clock: dict | None = None) -> None:
         for action in actions:
+            begun = time.monotonic()
             try:
-                steps, shared = apply.apply_action(action, self.dev_dir, self.run)
+                steps, shared, parts = apply.apply_action(action, self.dev_dir, self.run)
             except (KioskError, OSError) as exc:
                 msg = exc.msg if isinstance(exc, KioskError) else str(exc)
                 self.log.error("%s (on %s) failed: %s", plan.describe(action), cause, msg)
@@ -168,7 +178,8 @@ class Agent:
                 self.log.exception("%s (on %s) failed unexpectedly: %r", plan.describe(action), cause, exc)
                 continue
             plan.record(self.ledger, action, shared)
-            self.log.info("%s (on %s): %s", plan.describe(action), cause, "; ".join(steps) or "nothing to change")
+            done = "; ".join(steps) or "nothing to change"
+            self.log.info("%s (on %s): %s; %s", plan.describe(action), cause, done, timing(clock, begun, parts))
 
     def work(self, stop: threading.Event, rescan: float = RESCAN_SECONDS) -> None:
         """The worker loop: events in order, a reconcile when idle for `rescan` seconds.
@@ -179,13 +190,13 @@ class Agent:
         idle_since = time.monotonic()
         while not stop.is_set():
             try:
-                action, sys_path = self.queue.get(timeout=min(rescan, WAKE))
+                action, sys_path, received = self.queue.get(timeout=min(rescan, WAKE))
             except queue.Empty:
                 if time.monotonic() - idle_since >= rescan:
                     self.safely(self.reconcile)
                     idle_since = time.monotonic()
                 continue
-            self.safely(self.handle, action, sys_path)
+            self.safely(self.handle, action, sys_path, received)
             self.handled += 1
             idle_since = time.monotonic()
 
@@ -196,6 +207,19 @@ class Agent:
             self.log.error("%s", exc.msg)
         except Exception as exc:  # the agent keeps running whatever one event does
             self.log.exception("unexpected error: %r", exc)
+
+
+def timing(clock: dict | None, begun: float, parts: dict) -> str:
+    """Where one action's time went, in ms: from the udev event when there was one."""
+    ms = {k: round(v * 1000) for k, v in parts.items()}
+    own = f"cgroup and nodes {ms['device']}, sound server {ms['server']}"
+    if clock is None:
+        return f"took {ms['device'] + ms['server']} ms ({own})"
+    total = round((begun - clock["event"]) * 1000) + ms["device"] + ms["server"]
+    waited = round((clock["start"] - clock["event"]) * 1000)
+    guests = round((clock["guests"] - clock["start"]) * 1000)
+    cards = round((clock["cards"] - clock["guests"]) * 1000)
+    return f"{total} ms after the event (queue {waited}, guests {guests}, cards {cards}, {own})"
 
 
 def _write_pidfile(path: str) -> None:

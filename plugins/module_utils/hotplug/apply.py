@@ -21,6 +21,7 @@ import os
 import re
 import stat
 import subprocess
+import time
 
 from ansible_collections.kiosk.lxc.plugins.module_utils.cgroup import cgroupfs, rules
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
@@ -254,8 +255,13 @@ def tell_servers(init: int, op: str, card: dict, run=run_command, proc: str = "/
 
 
 # ---------------------------------------------------------------- one action
-def apply_action(action: dict, dev_dir: str = "/dev", run=run_command) -> tuple[list[str], list[dict]]:
-    """Carry out one plan action; (steps done, shared nodes granted). KioskError/OSError on failure."""
+def apply_action(action: dict, dev_dir: str = "/dev", run=run_command) -> tuple[list[str], list[dict], dict]:
+    """Carry out one plan action; (steps done, shared nodes granted, seconds per part). KioskError/OSError on failure.
+
+    The parts: `device` (device cgroup and nodes: the guest can open the card
+    after it) and `server` (telling the guest's sound servers).
+    """
+    start = time.monotonic()
     init = guestlib.init_pid(action["pid"])
     if init is None:
         raise KioskError(f"Guest '{action['guest']}': no init process under controller {action['pid']}")
@@ -268,9 +274,11 @@ def apply_action(action: dict, dev_dir: str = "/dev", run=run_command) -> tuple[
         except OSError:
             undo_grant(action["pid"], written)  # a failed attach leaves the guest as it was
             raise
+        device = time.monotonic()
         steps += tell_servers(init, "attach", action["card"], run)
-        return steps, shared
+        return steps, shared, {"device": device - start, "server": time.monotonic() - device}
     steps += revoke(action["pid"], action["nodes"], action["shared"])
     steps += remove_nodes(init, action["nodes"] + action["shared"], dev_dir)
+    device = time.monotonic()
     steps += tell_servers(init, "detach", action["card"], run)
-    return steps, []
+    return steps, [], {"device": device - start, "server": time.monotonic() - device}
