@@ -168,8 +168,14 @@ class Guest:
         return re.findall(r'alsa\.card_name = "([^"]*)"', proc.stdout)
 
 
-def agent_done(since: float, timeout: float) -> float | None:
-    """Monotonic time of the agent's first journal line after `since` saying it attached a card."""
+PARTS_RE = re.compile(
+    r"(\d+) ms after the event \(queue (\d+), guests (\d+), cards (\d+), cgroup and nodes (\d+), sound server (\d+)\)"
+)
+PARTS = ("agent_total", "queue", "guests", "cards", "device", "server")
+
+
+def agent_done(since: float, timeout: float) -> tuple[float, dict] | None:
+    """The agent's first journal line after `since` saying it attached a card: (monotonic time, ms per part)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         proc = subprocess.run(
@@ -181,8 +187,10 @@ def agent_done(since: float, timeout: float) -> float | None:
         for line in proc.stdout.splitlines():
             entry = json.loads(line)
             when = int(entry.get("__MONOTONIC_TIMESTAMP", 0)) / 1e6
-            if when >= since and str(entry.get("MESSAGE", "")).startswith("attach "):
-                return when
+            message = str(entry.get("MESSAGE", ""))
+            if when >= since and message.startswith("attach "):
+                m = PARTS_RE.search(message)
+                return when, dict(zip(PARTS, map(int, m.groups()), strict=True)) if m else {}
         time.sleep(0.2)
     return None
 
@@ -294,7 +302,8 @@ def cycle(guest: Guest, probe: Lines, events: Lines, args) -> dict:
     out["pactl_s"] = new[0] - t0
     done = agent_done(t0, timeout)
     if done is not None:
-        out["agent_s"] = done - t0
+        out["agent_s"] = done[0] - t0
+        out["parts_ms"] = done[1]
     if not wait_listed(guest, card, True, timeout):
         return {**out, "error": f"the guest's PulseAudio does not list {card} after the modprobe"}
     out["cgroup_after_plug"] = witness(guest, control_dev(card))
@@ -353,6 +362,10 @@ def main(argv: list[str] | None = None) -> int:
         ms = [r[key] * 1000 for r in ok]
         if ms:
             print(f"{key[:-2]:8s} median {statistics.median(ms):7.1f} ms  max {max(ms):7.1f} ms  ({len(ms)} cycles)")
+    for part in PARTS:
+        ms = [r["parts_ms"][part] for r in ok if part in r.get("parts_ms", {})]
+        if ms:
+            print(f"agent's {part:12s} median {statistics.median(ms):7.1f} ms  max {max(ms):7.1f} ms")
     failed = [r["error"] for r in results if "error" in r]
     if failed:
         print(f"FAIL: {failed[0]}")
