@@ -195,6 +195,13 @@ def agent_done(since: float, timeout: float) -> tuple[float, dict] | None:
     return None
 
 
+def calibrate() -> float:
+    """Seconds a fixed pure-Python loop takes: run on another machine, the ratio is the VM's slowdown."""
+    t = time.perf_counter()
+    sum(i * i for i in range(1_000_000))
+    return time.perf_counter() - t
+
+
 def spawn_cost(guest: Guest, times: int = 5) -> float:
     """Median seconds of one `pactl info` in the guest as the user (nsenter, setpriv, pactl)."""
     took = []
@@ -314,7 +321,7 @@ def cycle(guest: Guest, probe: Lines, events: Lines, args) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--guest", required=True)
+    parser.add_argument("--guest")
     parser.add_argument("--card", default="Dummy", help="ALSA card id (/proc/asound/<id>)")
     parser.add_argument("--module", default="snd-dummy")
     parser.add_argument("--cycles", type=int, default=20)
@@ -322,14 +329,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start-pulseaudio", action="store_true")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds each step may take")
     parser.add_argument("--json", help="write every cycle's figures here")
+    parser.add_argument("--calibrate", action="store_true", help="only time the fixed loop (best of 3), and exit")
     args = parser.parse_args(argv)
+    if args.calibrate:
+        print(f"{min(calibrate() for _ in range(3)) * 1000:.1f} ms")
+        return 0
 
+    if not args.guest:
+        parser.error("--guest is required")
     guest = Guest(args.guest, args.user)
     if args.start_pulseaudio:
         start_pulseaudio(guest)
     if not wait_listed(guest, args.card, True, max(args.timeout, 120.0)):  # the user's server may still start
         print(f"FAIL before any cycle: the guest's PulseAudio does not list {args.card}: {guest.card_names()}")
         return 1
+    loop = min(calibrate() for _ in range(3))
+    print(f"calibration: the fixed loop (--calibrate) takes {loop * 1000:.1f} ms here", flush=True)
     spawn = spawn_cost(guest)
     print(f"spawn: one pactl info in the guest takes {spawn * 1000:.1f} ms (median of 5)", flush=True)
     probe = Lines([sys.executable, "-c", PROBE, str(guest.init), args.card, guest.procs])
@@ -356,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
             subprocess.run(["modprobe", args.module], check=False)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump({"spawn_s": spawn, "cycles": results}, fh, indent=1)
+            json.dump({"calibration_s": loop, "spawn_s": spawn, "cycles": results}, fh, indent=1)
     ok = [r for r in results if "error" not in r]
     for key in ("open_s", "agent_s", "pactl_s", "modprobe_s", "unplug_s", "revoke_s"):
         ms = [r[key] * 1000 for r in ok]
