@@ -152,11 +152,18 @@ say(ready=True)
 for line in sys.stdin:
     cmd = line.strip()
     base = agent.handled
-    if cmd == "plug":
+    if cmd in ("plug", "plug-add", "plug-init"):
         t = time.monotonic()
-        tb.add_from_string(spec["plug"])  # umockdev sends an add for each device it adds
-        tb.uevent(card, "change")  # what udev's 78-sound-card.rules sends once the card is set up
-        sent = len(spec["nodes"]) + 1 + 1
+        sent = 0
+        if cmd != "plug-init":
+            tb.add_from_string(spec["plug"])  # umockdev sends an add for each device it adds
+            sent += len(spec["nodes"]) + 1
+        if cmd != "plug-add":
+            # what udev's 78-sound-card.rules does once the card's nodes are set up: the card was
+            # added without SOUND_INITIALIZED, the change brings it
+            tb.set_property(card, "SOUND_INITIALIZED", "1")
+            tb.uevent(card, "change")
+            sent += 1
     elif cmd == "unplug":
         t = time.monotonic()
         for path in chain:
@@ -186,6 +193,8 @@ class Lab:
         if not only:
             raise ValueError("the lab agent must be limited to the test's own guests")
         base, plug = split_recording()
+        # as udev has it on the card's add: SOUND_INITIALIZED comes with the change (the driver's plug)
+        plug = "".join(line for line in plug.splitlines(keepends=True) if line.strip() != "E: SOUND_INITIALIZED=1")
         # umockdev's add sends events for the card's interface/usb parents too; count only sound ones
         spec = {
             "base": base,
