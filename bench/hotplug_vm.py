@@ -359,6 +359,10 @@ def main(argv: list[str] | None = None) -> int:
                 res = cycle(guest, probe, events, args)
             except (OSError, RuntimeError, subprocess.TimeoutExpired) as exc:
                 res = {"error": str(exc)}
+            if "error" in res:  # what the guest had then: its nodes, with owner and mode
+                listing = ["ls", "-ln", f"/proc/{guest.init}/root/dev/snd"]
+                nodes = subprocess.run(listing, capture_output=True, text=True, check=False)
+                res["guest_dev_snd"] = nodes.stdout.strip().replace("\n", " | ")
             results.append(res)
             figures = " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in res.items())
             print(f"cycle {i + 1}: {figures}", flush=True)
