@@ -205,7 +205,7 @@ def calibrate() -> float:
 def spawn_cost(guest: Guest, times: int = 5) -> float:
     """Median seconds of one `pactl info` in the guest as the user (nsenter, setpriv, pactl)."""
     took = []
-    for _ in range(times):
+    for _attempt in range(times):
         t = time.monotonic()
         guest.run(["pactl", "info"], user=True)
         took.append(time.monotonic() - t)
@@ -332,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calibrate", action="store_true", help="only time the fixed loop (best of 3), and exit")
     args = parser.parse_args(argv)
     if args.calibrate:
-        print(f"{min(calibrate() for _ in range(3)) * 1000:.1f} ms")
+        print(f"{min(calibrate() for _attempt in range(3)) * 1000:.1f} ms")
         return 0
 
     if not args.guest:
@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     if not wait_listed(guest, args.card, True, max(args.timeout, 120.0)):  # the user's server may still start
         print(f"FAIL before any cycle: the guest's PulseAudio does not list {args.card}: {guest.card_names()}")
         return 1
-    loop = min(calibrate() for _ in range(3))
+    loop = min(calibrate() for _attempt in range(3))
     print(f"calibration: the fixed loop (--calibrate) takes {loop * 1000:.1f} ms here", flush=True)
     spawn = spawn_cost(guest)
     print(f"spawn: one pactl info in the guest takes {spawn * 1000:.1f} ms (median of 5)", flush=True)
