@@ -125,10 +125,11 @@ class Agent:
         return discovery.discover(self.context, proc_root=self.proc_root, dev_dir=self.dev_dir)
 
     def ready(self, card: dict) -> bool:
-        """Whether udev has finished the card, so a guest can be given it.
+        """Whether ALSA and udev have finished the card, so a guest can be given it.
 
-        udev's database has SOUND_INITIALIZED on the card: 78-sound-card.rules
-        sets it on the change it sends once the control node is set up, and udev
+        ALSA made its control node (plan.card_complete), and udev's database
+        has SOUND_INITIALIZED on the card: 78-sound-card.rules sets it on the
+        change it sends once the control node is set up, and udev
         runs that change only after every earlier event of the card's nodes
         (a parent's event waits for its children's), so their group and mode,
         which the guest's copies take, are set. PulseAudio's udev-detect waits
@@ -136,6 +137,8 @@ class Agent:
         card's add, a node was still root 0600 and the kiosk user's PulseAudio
         could not open the card.
         """
+        if not plan.card_complete(card):
+            return False
         try:
             return pyudev.Devices.from_sys_path(self.context, card["sys_path"]).get("SOUND_INITIALIZED") == "1"
         except pyudev.DeviceNotFoundError:
@@ -164,7 +167,7 @@ class Agent:
             host = self._host()
             clock["cards"] = time.monotonic()
             card = next((c for c in host["cards"] if c["sys_path"] == sys_path), None)
-            if card is None or not plan.card_complete(card) or not self.ready(card):
+            if card is None or not self.ready(card):
                 return []  # not set up yet: its change event (or the next rescan) follows
             if not plan.guests_for(card, guests):
                 self.log.info("card %s (%s) matches no running guest: it stays closed", card["number"], card["name"])
@@ -178,7 +181,7 @@ class Agent:
         for name in plan.forget_stopped(self.ledger, guests):
             self.log.info("guest '%s' stopped or restarted: its hotplugged cards are forgotten", name)
         host = self._host()
-        cards = [card for card in host["cards"] if plan.card_complete(card) and self.ready(card)]
+        cards = [card for card in host["cards"] if self.ready(card)]
         actions = plan.plan_reconcile(cards, guests, self.ledger, host["shared_nodes"])
         self.apply(actions, "rescan")
         return actions

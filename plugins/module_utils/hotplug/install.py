@@ -125,13 +125,19 @@ def owned_paths(host: Host) -> list[str]:
 
 
 # ---------------------------------------------------------------- running state
-def alive(pid: int) -> bool:
-    """Whether the process runs (a zombie, not yet reaped by its parent, does not)."""
+def _stat_fields(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat from field 3 (state) on: the command name, which may hold spaces, cut off."""
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+            return fh.read().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
-        return False
+        return None
+
+
+def alive(pid: int) -> bool:
+    """Whether the process runs (a zombie, not yet reaped by its parent, does not)."""
+    fields = _stat_fields(pid)
+    return bool(fields) and fields[0] != "Z"
 
 
 def daemon_pid(host: Host) -> int | None:
@@ -167,10 +173,10 @@ def agent_pid(host: Host) -> int | None:
 
 def started_at(pid: int) -> float | None:
     """When the process started, as a wall-clock time (to the kernel's clock tick)."""
+    fields = _stat_fields(pid)
     try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
-            ticks = int(fh.read().rsplit(")", 1)[1].split()[19])  # field 22: starttime, ticks since boot
-    except (OSError, IndexError, ValueError):
+        ticks = int(fields[19])  # field 22: starttime, ticks since boot
+    except (TypeError, IndexError, ValueError):
         return None
     since_boot = ticks / os.sysconf("SC_CLK_TCK")
     return time.time() - (time.clock_gettime(time.CLOCK_BOOTTIME) - since_boot)
