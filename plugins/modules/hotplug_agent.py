@@ -8,19 +8,22 @@ module: hotplug_agent
 short_description: The host agent that hands hot-plugged sound cards to running LXC guests
 version_added: 0.1.0
 description:
-  - Installs and runs C(kiosk-lxc-hotplug), a small Python daemon on the host. On the add or removal of a sound
-    card (a udev monitor), it finds the running guests whose M(kiosk.lxc.sound_passthrough) selectors choose
-    the card, and grants (or revokes) exactly that card's device nodes in each guest's device cgroup (v1 or v2),
-    plus the shared C(timer) and C(seq) with a guest's first card; makes the nodes in the guest's C(/dev/snd)
-    unless that is a live bind of the host's; and tells PulseAudio (C(module-alsa-card)) or PipeWire
-    (WirePlumber restart) inside the guest, restarting the guest's sound service as a fallback.
+  - Installs and runs C(kiosk-lxc-hotplug), a small Python daemon on the host. On the add (once udev has finished the
+    card, C(SOUND_INITIALIZED) on it) or removal of a sound card (a udev monitor), it finds the running guests whose
+    M(kiosk.lxc.sound_passthrough) selectors choose the card, and grants (or revokes) exactly that card's device nodes
+    in each guest's device cgroup (v1 or v2), plus the shared C(timer) and C(seq) with a guest's first card; makes the
+    nodes in the guest's C(/dev/snd) unless that is a live bind of the host's; and tells PulseAudio
+    (C(module-alsa-card)) or PipeWire (WirePlumber restart) inside the guest, restarting the guest's sound service as a
+    fallback.
   - A card no guest's selectors choose stays closed to all guests. A failure in one guest is logged and never
-    stops the others. The agent logs to syslog (the journal) where C(/dev/log) exists, else to O(log_file).
+    stops the others. The agent logs to syslog (the journal) where C(/dev/log) exists, else to O(log_file),
+    one line per guest and card, ending with how many ms after the udev event it was done and where the time went.
   - Where systemd runs, a unit C(kiosk-lxc-hotplug.service) starts it at boot; elsewhere the module starts it
     as a daemon (pid file C(/run/kiosk-lxc-hotplug.pid)), which nothing restarts after a reboot until the
     module runs again.
   - The agent's code is this collection's own C(module_utils), copied to C(/usr/local/lib/kiosk-lxc/python)
-    beside the M(kiosk.lxc.cgroup_device) hook's. Any change of a file restarts a running agent.
+    beside the M(kiosk.lxc.cgroup_device) hook's. Any change of a file restarts a running agent, also one another
+    task made (the hook installs the modules they share), so an agent older than any of its files is restarted.
 extends_documentation_fragment:
   - kiosk.lxc.libvirt
   - ansible.builtin.action_common_attributes
