@@ -19,27 +19,23 @@ export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PYTHONDONTWRITEBYTECODE := 1
 
-# Debian packages: the one list is bindep.txt ("host" = a managed kiosk, "test" = this machine).
-pkgs = $(shell awk '!/^\#/ && NF && /\[[^]]*\<$(1)\>/ {print $$1}' bindep.txt)
-
-.PHONY: help
-help:
-	@echo "make demo   provision this machine as a kiosk with playbooks/site.yml"
-	@echo "make test   install what the tests need, then run the whole suite"
+# Debian packages: the one list is bindep.txt ("host" = a managed kiosk, "test" = this machine), read by
+# the one parser the host role uses too (plain python3: it runs before the venv exists).
+BINDEP := python3 plugins/module_utils/common/bindep.py
 
 # ---------------------------------------------------------------- set-up
 .PHONY: deps deps-apt
 deps: deps-apt $(VENV)/.stamp collection-link
 
 deps-apt:
-	@missing=""; for p in $(call pkgs,test); do \
+	@want=$$($(BINDEP) test bindep.txt); missing=""; for p in $$want; do \
 	  dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "apt: installing$$missing"; \
 	  apt-get update -qq; \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
-	else echo "apt: all test packages present"; fi
+	else echo "apt: all $$(echo $$want | wc -w) test packages present"; fi
 
 $(VENV)/.stamp: requirements-dev.txt
 	python3 -m venv $(VENV)

@@ -50,6 +50,9 @@ DHCP=yes
 """
 
 
+BINFMT_DIR = "/proc/sys/fs/binfmt_misc"
+
+
 def host_deb_arch() -> str:
     machine = platform.machine()
     return DEB_ARCH.get(machine, machine)
@@ -158,8 +161,11 @@ def read_manifest(path: str) -> dict | None:
         return None
 
 
-def plan(cache_dir: str, d: dict, state: str = "present") -> dict:
-    """What would change: {changed, actions, path, before, after}."""
+def plan(cache_dir: str, d: dict, state: str = "present", binfmt_dir: str = BINFMT_DIR) -> dict:
+    """What would change: {changed, actions, path, before, after}.
+
+    ``binfmt_dir`` is where the kernel's binfmt_misc entries are read (a foreign-arch build needs one).
+    """
     final = os.path.join(cache_dir, d["name"])
     manifest = read_manifest(final)
     current = manifest.get("key") if manifest else None
@@ -180,7 +186,7 @@ def plan(cache_dir: str, d: dict, state: str = "present") -> dict:
         # A guest's own rootfs holds the guest's state: never replaced behind its back.
         return _result(actions, final, current, current)
     if d["method"] == "debootstrap" and d["arch"] != host_deb_arch():
-        _check_binfmt(d["arch"])  # before anything is touched, and in check mode too
+        _check_binfmt(d["arch"], binfmt_dir)  # before anything is touched, and in check mode too
     if d["method"] == "distrobuilder" and not shutil.which("distrobuilder"):
         raise KioskError("method: distrobuilder is not installed on this host")
     if os.path.exists(final):
@@ -307,7 +313,7 @@ def _config_packages(d: dict) -> set[str]:
     return pkgs
 
 
-def _check_binfmt(arch: str, binfmt_dir: str = "/proc/sys/fs/binfmt_misc") -> None:
+def _check_binfmt(arch: str, binfmt_dir: str = BINFMT_DIR) -> None:
     """A foreign-arch debootstrap runs the new rootfs's programs (chroot) through qemu-user-static.
 
     debootstrap runs both stages in one pass when the kernel runs them by itself: the

@@ -26,7 +26,7 @@ def test_a_foreign_build_is_refused_before_anything_is_touched(tmp_path, monkeyp
     """plan() checks it (check mode included), but only when a build is due."""
     monkeypatch.setattr(build, "host_deb_arch", lambda: "amd64")
 
-    def refuse(arch):
+    def refuse(arch, binfmt_dir):
         raise KioskError(f"no {arch}")
 
     monkeypatch.setattr(build, "_check_binfmt", refuse)

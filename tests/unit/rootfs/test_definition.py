@@ -34,12 +34,17 @@ def test_default_name_says_release_and_arch():
 
 
 def test_plan_finds_a_finished_rootfs(tmp_path):
+    """An arm64 definition: the binfmt_misc entry is one this test makes, never the machine's own."""
+    binfmt = tmp_path / "binfmt_misc"
+    binfmt.mkdir()
+    (binfmt / "qemu-aarch64").write_text("enabled\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\nflags: PF\n")
+    cache = tmp_path / "cache"
     d = deb()
-    assert build.plan(str(tmp_path), d)["changed"] is True
-    root = tmp_path / d["name"]
-    root.mkdir()
+    assert build.plan(str(cache), d, binfmt_dir=str(binfmt))["changed"] is True
+    root = cache / d["name"]
+    root.mkdir(parents=True)
     (root / build.MANIFEST).write_text(json.dumps({"key": d["key"]}))
-    assert build.plan(str(tmp_path), d) == {
+    assert build.plan(str(cache), d, binfmt_dir=str(binfmt)) == {
         "changed": False, "actions": [], "path": str(root), "before": d["key"], "after": d["key"],
     }  # fmt: skip
 
