@@ -66,7 +66,7 @@ def _source(name: str, spec) -> str:
 
 
 def _imports(name: str, source: str):
-    """(line, dotted name) of everything the module imports; `from X import y` gives X.y when that is a module."""
+    """(line, dotted name) of everything the module imports; `from X import y` gives X.y when X is a package."""
     for node in ast.walk(ast.parse(source, filename=name)):
         if isinstance(node, ast.Import):
             for alias in node.names:
