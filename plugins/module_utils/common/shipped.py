@@ -248,13 +248,13 @@ def write_tree(plan: Tree) -> None:
     """Create the directory under a temporary name and rename it into place; or repair it file by file."""
     lib_root, daemon = os.path.split(plan.path)
     try:
-        if plan.write == "repair":
-            _write_into(plan.path, plan.files)
-            for root, dirs, names in os.walk(plan.path, topdown=False):
+        if plan.write == "repair":  # first what does not belong (a link to a directory too), then the files
+            for root, dirs, names in os.walk(plan.path):
                 for n in names + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
                     p = os.path.join(root, n)
-                    if os.path.relpath(p, plan.path) not in plan.files:
+                    if os.path.islink(p) or os.path.relpath(p, plan.path) not in plan.files:
                         os.unlink(p)
+            _write_into(plan.path, plan.files)
         elif plan.write == "create":
             os.makedirs(lib_root, mode=0o755, exist_ok=True)
             tmp = tempfile.mkdtemp(prefix=f".{daemon.rsplit('-', 1)[0]}-", suffix=".tmp", dir=lib_root)

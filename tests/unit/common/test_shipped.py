@@ -167,6 +167,13 @@ def test_a_directory_is_written_whole_then_found_in_place_repaired_and_replaced(
     shipped.write_tree(repair)
     assert rules.read_text(encoding="utf-8") == files[shipped.relpath(f"{shipped.PACKAGE}.cgroup.rules")]
     assert not Path(first.path, "stray.py").exists()
+    elsewhere = tmp_path.parent / f"{tmp_path.name}-elsewhere"
+    elsewhere.mkdir()
+    cgroup = Path(rules).parent
+    shutil.rmtree(cgroup)
+    cgroup.symlink_to(elsewhere)  # a directory replaced by a link: repaired without writing through it
+    shipped.write_tree(shipped.plan_tree(str(tmp_path), "hook", files))
+    assert list(elsewhere.iterdir()) == [] and not cgroup.is_symlink()
     assert shipped.plan_tree(str(tmp_path), "hook", files).write is None
 
     newer = dict(files, **{shipped.relpath(f"{shipped.PACKAGE}.cgroup.hook"): "# a new version\n"})
