@@ -62,7 +62,10 @@ def test_every_module_a_daemon_runs_is_shipped_and_it_needs_only_what_its_docs_l
 def test_the_hook_and_the_agent_ship_what_they_import_and_no_installer_code():
     hook = shipped.closure(DAEMONS["hook"][0]).modules
     agent = shipped.closure(DAEMONS["agent"][0]).modules
-    short = lambda names: {n.removeprefix(f"{shipped.PACKAGE}.") for n in names}  # noqa: E731
+
+    def short(names):
+        return {n.removeprefix(f"{shipped.PACKAGE}.") for n in names}
+
     assert {"cgroup.hook", "cgroup.persist", "cgroup.cgroupfs", "common.errors"} <= short(hook)
     assert {"hotplug.agent", "sound.plan", "cgroup.rules"} <= short(agent)
     assert "cgroup.hook" not in short(agent) and "hotplug.agent" not in short(hook)
