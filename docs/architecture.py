@@ -101,7 +101,7 @@ def collect(plugins_dir: Path) -> Graph:
         for target in imported_packages(tree, dotted):
             if target != source:
                 graph.edges.add((source, target))
-    for target in {t for _, t in graph.edges}:
+    for target in sorted({t for _source, t in graph.edges}):
         graph.packages.setdefault(target, [])  # imported, but holds no file (yet): still drawn
     return graph
 
@@ -175,7 +175,7 @@ def layout(graph: Graph) -> tuple[list[Box], int, int]:
             lines += ["", *_base_lines(graph)]
         boxes[name] = Box(name, name, lines, "package", col=1 + top - depth[name])
     base = boxes.get(BASE_PACKAGE)
-    if base is not None and base.name not in {t for _, t in drawn(graph)}:
+    if base is not None and base.name not in {t for _source, t in drawn(graph)}:
         # No arrow goes to it: it stands under the last column instead of in a column of its own.
         base.col = max([b.col for b in boxes.values() if b is not base and b.kind == "package"], default=base.col)
     columns: dict[int, list[Box]] = {}
@@ -186,7 +186,7 @@ def layout(graph: Graph) -> tuple[list[Box], int, int]:
         neighbours[s].append(t)
         neighbours[t].append(s)
     order = sorted(columns)
-    for _ in range(4):  # barycentre sweeps, right then left: each box near the boxes it is joined to
+    for _sweep in range(4):  # barycentre sweeps, right then left: each box near the boxes it is joined to
         for cols, side in ((order[1:], -1), (order[-2::-1], 1)):
             for col in cols:
                 rank = {b.name: (i + 0.5) / len(c) for c in columns.values() for i, b in enumerate(c)}
