@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import functools
 import os
 import stat
 
@@ -53,15 +54,11 @@ class _OpenHow(ctypes.Structure):
     _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
 
 
-_libc = None
-
-
+@functools.lru_cache(maxsize=1)
 def _syscall():
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-        _libc.syscall.restype = ctypes.c_long
-    return _libc.syscall
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    return libc.syscall
 
 
 def openat2(dir_fd: int, path: str, flags: int, mode: int = 0, resolve: int = RESOLVE_GUEST) -> int:
@@ -202,12 +199,14 @@ def write_file(
     gid: int = -1,
     dir_mode: int = 0o755,
     check_mode: bool = False,
+    replace_link: bool = False,
 ) -> dict:
     """root/rel holding content (atomically, fsynced), directories made on the way (owner uid:gid, dir_mode).
 
     Returns {changed, before, after, path} for --diff; before is None for a
     new file. Check mode reads only. A file whose content is right but whose
-    mode or owner differs is rewritten.
+    mode or owner differs is rewritten. A link at rel itself is refused, or
+    with replace_link replaced by the file (the link is never followed).
     """
     shown = os.path.join(root, rel)
     parent, name = _split(rel)
@@ -221,7 +220,10 @@ def write_file(
                 else os.dup(rfd)
             )
         try:
-            before = read_at(dfd, name, shown) if dfd is not None else None
+            if dfd is not None and replace_link and _is_link(dfd, name):
+                before = None
+            else:
+                before = read_at(dfd, name, shown) if dfd is not None else None
             same = before == content and dfd is not None and _owned(dfd, name, mode, uid, gid)
             if not same and not check_mode:
                 files.write_at(dfd, name, content, mode=mode, uid=uid, gid=gid)
@@ -229,6 +231,13 @@ def write_file(
             if dfd is not None:
                 os.close(dfd)
     return {"changed": not same, "before": before, "after": content, "path": shown}
+
+
+def _is_link(dir_fd: int, name: str) -> bool:
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except FileNotFoundError:
+        return False
 
 
 def _owned(dir_fd: int, name: str, mode: int, uid: int, gid: int) -> bool:
@@ -252,3 +261,33 @@ def remove_file(root: str, rel: str, *, check_mode: bool = False) -> str | None:
             return before
         finally:
             os.close(dfd)
+
+
+def make_link(root: str, rel: str, target: str, *, replace: bool = False) -> bool:
+    """A symlink root/rel -> target (the guest resolves it, never the host); whether one was made.
+
+    An existing entry is kept, or with replace removed first (a link there
+    is removed itself). Directories on the way are made (0755).
+    """
+    shown = os.path.join(root, rel)
+    parent, name = _split(rel)
+    with root_fd(root) as rfd:
+        dfd = open_dir(rfd, parent, create=True, shown=shown) if parent else os.dup(rfd)
+        try:
+            if _exists(dfd, name):
+                if not replace:
+                    return False
+                os.unlink(name, dir_fd=dfd)
+            os.symlink(target, name, dir_fd=dfd)
+            os.fsync(dfd)
+            return True
+        finally:
+            os.close(dfd)
+
+
+def _exists(dir_fd: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True

@@ -135,10 +135,7 @@ def ensure(conn, params: dict, *, check_mode: bool = False, context=None, proc_r
             plan.apply_dropin(dropin)
     except GuestPathError as exc:
         raise KioskError(f"Guest '{params['domain']}': {exc.msg}", **exc.details) from exc
-    if not check_mode:
-        done = _edit(conn, params, desired, check_mode=False)
-    else:
-        done = dry
+    done = dry if check_mode else _edit(conn, params, desired, check_mode=False)
     actions = list(done["actions"])
     diffs = [done["diff"]] if done["actions"] else []
     if dropin is not None:
