@@ -34,6 +34,7 @@ import xml.etree.ElementTree as ET
 
 from ansible_collections.kiosk.lxc.plugins.module_utils.cgroup import cgroupfs, persist, rules
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
+from ansible_collections.kiosk.lxc.plugins.module_utils.common.files import write_atomic
 
 HOOK_DIR = "/etc/libvirt/hooks"
 HOOK_NAME = "50-kiosk-cgroup-device"
@@ -43,6 +44,7 @@ PACKAGE = "ansible_collections.kiosk.lxc.plugins.module_utils"
 # What the hook imports, relative to PACKAGE.
 HOOK_MODULES = (
     "common.errors",
+    "common.files",
     "common.namespaces",
     "cgroup.rules",
     "cgroup.v1",
@@ -157,12 +159,7 @@ def plan_install(files: dict[str, tuple[str, int]]) -> list[str]:
 def install(files: dict[str, tuple[str, int]], paths: list[str]) -> None:
     for path in paths:
         content, mode = files[path]
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.kiosk-tmp"
         try:
-            with open(tmp, "w", encoding="utf-8") as fh:
-                fh.write(content)
-            os.chmod(tmp, mode)
-            os.replace(tmp, path)
+            write_atomic(path, content, mode=mode)
         except OSError as exc:
             raise KioskError(f"Installing the libvirt hook failed: {path}: {exc.strerror}") from exc

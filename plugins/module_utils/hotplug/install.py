@@ -40,6 +40,7 @@ PIDFILE = f"/run/{NAME}.pid"
 # (without the hook's own persistence), and its own.
 AGENT_MODULES = (
     *(m for m in hook.HOOK_MODULES if m not in ("cgroup.persist", "cgroup.hook")),
+    "common.guestfs",
     "sound.select",
     "sound.discovery",
     "sound.plan",
