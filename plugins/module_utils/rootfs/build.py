@@ -123,7 +123,8 @@ def desired(params: dict) -> dict:
         src = params.get("src") or ""
         base = read_manifest(src) if src else None
         if base is None:
-            raise KioskError(f"src: {src or '(none)'} is not a rootfs built by kiosk.lxc.rootfs (no {MANIFEST})")
+            where = record_path(src) if src else "its record"
+            raise KioskError(f"src: {src or '(none)'} is not a rootfs built by kiosk.lxc.rootfs (no {where})")
         hostname = params.get("hostname") or name
         if not re.match(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$", hostname or ""):
             raise KioskError(f"hostname: '{hostname}' is not a valid host name")
@@ -166,6 +167,7 @@ def cache_key(d: dict) -> str:
 
 def record_path(path: str) -> str:
     """The record of the rootfs directory path: beside it, out of the guest's reach."""
+    path = os.path.normpath(path)
     return os.path.join(os.path.dirname(path), f".kiosk-rootfs-{os.path.basename(path)}.json")
 
 
