@@ -36,6 +36,7 @@ import tempfile
 from dataclasses import dataclass, field
 
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
+from ansible_collections.kiosk.lxc.plugins.module_utils.common.files import fsync_dir, write_atomic
 
 PACKAGE = "ansible_collections.kiosk.lxc.plugins.module_utils"
 LIB_ROOT = "/usr/local/lib/kiosk-lxc"
@@ -161,40 +162,11 @@ def plan_files(files: dict[str, tuple[str, int]]) -> list[str]:
     return [path for path, (content, mode) in files.items() if not _is(path, content, mode)]
 
 
-def write_file(path: str, content: str, mode: int) -> None:
-    """Write a file atomically: a temporary file in the same directory, fsync, rename, fsync of the directory.
-
-    A minimal writer of this module's own; common/files.py is to be the project's one.
-    """
-    parent = os.path.dirname(path)
-    os.makedirs(parent, mode=0o755, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(content)
-            fh.flush()
-            os.fchmod(fh.fileno(), mode)
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(parent)
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_files(files: dict[str, tuple[str, int]], paths: list[str], what: str) -> None:
     for path in paths:
         try:
-            write_file(path, *files[path])
+            content, mode = files[path]
+            write_atomic(path, content, mode=mode)
         except OSError as exc:
             raise KioskError(f"Installing {what} failed: {path}: {exc.strerror}") from exc
 
@@ -241,7 +213,7 @@ def plan_tree(lib_root: str, daemon: str, files: dict[str, str]) -> Tree:
 
 def _write_into(root: str, files: dict[str, str]) -> None:
     for rel, text in files.items():
-        write_file(os.path.join(root, rel), text, 0o644)
+        write_atomic(os.path.join(root, rel), text, mode=0o644)
 
 
 def write_tree(plan: Tree) -> None:
@@ -268,7 +240,7 @@ def write_tree(plan: Tree) -> None:
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
-            _fsync_dir(lib_root)
+            fsync_dir(lib_root)
     except OSError as exc:
         raise KioskError(f"Installing {plan.path} failed: {exc.filename}: {exc.strerror}") from exc
 
