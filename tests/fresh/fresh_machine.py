@@ -10,8 +10,11 @@ What it builds, every run, and removes at the end (on failure too):
    gcc). It is made once and kept as a tarball in the cache (CACHE_DIR/<key>/root.tar, the key
    being the SHA-256 of release, arch, variant, mirror, package list and ROOT_VERSION); every run
    unpacks a NEW root from it under build/fresh-machine/, so no run sees what an earlier one did.
-2. The machine's Debian apt sources (/etc/apt/sources.list[.d], the release, -updates and
-   -security; third-party sources left out) as the root's sources.list, and /etc/resolv.conf.
+2. This machine's network: its Debian apt sources (/etc/apt/sources.list[.d], the release,
+   -updates and -security; third-party sources left out) as the root's sources.list, its
+   /etc/resolv.conf, and the CAs an administrator added in /usr/local/share/ca-certificates (here:
+   the egress proxy's, which signs the PyPI connections it passes on), trusted as
+   update-ca-certificates would. A newcomer's network needs none of them to be added by hand.
 3. The checkout, by `git clone` of this working tree's HEAD with the working tree's uncommitted
    changes laid over it (tracked files changed or deleted, untracked files git does not ignore):
    what is proven is what the developer sees. With --ref REV the commit REV alone, nothing over it.
@@ -87,6 +90,7 @@ ENV = {
 # Capabilities the chroot's processes lose: it shares the host's kernel and network namespace.
 DROPPED_CAPS = ("sys_module", "sys_time", "sys_boot", "net_admin", "sys_rawio", "syslog", "wake_alarm")
 DEV_NODES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8), "urandom": (1, 9), "tty": (5, 0)}
+LOCAL_CAS = Path("/usr/local/share/ca-certificates")
 POLICY_RC_D = "#!/bin/sh\n# fresh-machine proof: a chroot starts no services\nexit 101\n"
 
 
@@ -229,9 +233,28 @@ def prepare_root(tarball: Path, root: Path, release: str) -> None:
     if resolv.is_symlink():
         resolv.unlink()
     shutil.copyfile("/etc/resolv.conf", resolv)
+    trust_local_cas(root)
     policy = root / "usr/sbin/policy-rc.d"
     policy.write_text(POLICY_RC_D)
     policy.chmod(0o755)
+
+
+def trust_local_cas(root: Path, local: Path = LOCAL_CAS) -> int:
+    """Trust this machine's locally added CAs in root as update-ca-certificates would; how many.
+
+    They are this machine's network (an egress proxy that signs what it passes on), as much as its
+    resolv.conf is: not something the project's set-up could or should install.
+    """
+    certs = sorted(local.glob("*.crt"))
+    if not certs:
+        return 0
+    target = root / LOCAL_CAS.relative_to("/")
+    target.mkdir(parents=True, exist_ok=True)
+    with open(root / "etc/ssl/certs/ca-certificates.crt", "a") as bundle:
+        for crt in certs:
+            shutil.copyfile(crt, target / crt.name)
+            bundle.write(crt.read_text().rstrip("\n") + "\n")
+    return len(certs)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -240,10 +263,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repo", default=str(HERE.parents[1]), help="the checkout (default: this one)")
     p.add_argument("--cache-dir", default=os.environ.get("KIOSK_FRESH_CACHE", DEFAULT_CACHE_DIR))
     p.add_argument("--release", default="bookworm")
+    p.add_argument("--step", action="append", default=[],
+                   help="run this in the chroot instead of the set-up and checks (repeat; debugging)")  # fmt: skip
     p.add_argument("--inside", metavar="ROOT", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.inside:
-        return inside(Path(args.inside), Path(args.cache_dir))
+        return inside(Path(args.inside), Path(args.cache_dir), tuple(args.step) or None)
     if os.geteuid() != 0:
         log("needs root (debootstrap, chroot, mounts in a namespace of its own)")
         return 2
@@ -267,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [
             "unshare", "--mount", "--pid", "--fork", "--kill-child=SIGKILL", "--propagation", "private",
             sys.executable, str(Path(__file__).resolve()), "--cache-dir", str(cache), "--inside", str(root),
+            *(f"--step={s}" for s in args.step),
         ]  # fmt: skip
         proc = subprocess.Popen(cmd)
         rc = proc.wait()
@@ -316,7 +342,7 @@ def leftover_processes(proc: Path, me: int = 1) -> list[str]:
     return out
 
 
-def inside(root: Path, cache: Path) -> int:
+def inside(root: Path, cache: Path, steps: tuple[str, ...] | None = None) -> int:
     """Runs as pid 1 of a new pid and mount namespace: mount the root's filesystems, run the steps."""
     _mount("-t", "proc", "-o", "nosuid,nodev,noexec", "proc", str(root / "proc"))
     for ro in ("sys", "sysrq-trigger"):
@@ -339,7 +365,7 @@ def inside(root: Path, cache: Path) -> int:
     env = ["/usr/bin/env", "-i", *(f"{k}={v}" for k, v in ENV.items())]
     results: list[tuple[str, str]] = []
     rc = 0
-    for step in chroot_script():
+    for step in steps or chroot_script():
         if rc:
             results.append((step, "not run"))
             continue
