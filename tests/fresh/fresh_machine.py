@@ -29,7 +29,7 @@ a read-only /sys, a /dev tmpfs with null, zero, full, random, urandom, tty and a
 without the capabilities to load kernel modules, set the clock, reboot or change the host's
 network (the chroot shares the host's network namespace to reach the mirror and PyPI):
 
-    cd /root/kiosk.lxc && make deps && make lint && make unit
+    cd /root/kiosk.lxc && <the README's one line> && make deps && make lint && make unit
 
 with the environment of a root login (HOME, PATH, USER, LOGNAME, SHELL; nothing of this
 machine's). Each step's outcome and time is printed; the proof fails when any step fails.
@@ -75,8 +75,10 @@ ROOT_VERSION = 1
 DEFAULT_CACHE_DIR = "/var/cache/kiosk-lxc/fresh"
 # What the bare Debian 12 has on top of minbase.
 PACKAGES = ("ca-certificates", "git", "make", "python3")
-# The one line the README may put before its two commands, run first (empty: the bare root needs none).
-README_PRELUDE = ""
+# The one line the README's Quick start puts before its two commands (tests/unit/fresh checks it is
+# there, word for word). On this root it installs nothing new; it runs so that the set-up proven is
+# the README's whole set-up.
+README_PRELUDE = "apt-get update && apt-get install -y git make python3 ca-certificates"
 STEPS = ("make deps", "make lint", "make unit")
 CLONE = "/root/kiosk.lxc"
 # A root login's environment on Debian (login(1), /etc/profile's PATH for uid 0).
