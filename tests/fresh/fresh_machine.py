@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -66,8 +65,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "vm"))  # the VM harness's apt-source reader and tree remover
-from kiosk_vm.image import DEFAULT_MIRROR, find_mirrors, remove_tree
+sys.path.insert(0, str(HERE.parent / "vm"))  # the VM harness's apt sources, cache, tree remover
+from kiosk_vm.image import DEFAULT_MIRROR, _run, build_cached, find_mirrors, remove_tree
 
 # Bump when the way the bare root is made changes in a way the inputs of RootSpec do not show.
 ROOT_VERSION = 1
@@ -140,49 +139,25 @@ def sources_list(release: str, mirror: str, security: str | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _run(cmd: list[str], **kw) -> None:
-    r = subprocess.run(cmd, capture_output=True, text=True, check=False, **kw)
-    if r.returncode:
-        tail = (r.stdout + r.stderr).strip().splitlines()[-25:]
-        raise RuntimeError(f"{' '.join(cmd[:3])} ... failed with exit {r.returncode}:\n" + "\n".join(tail))
-
-
 # ------------------------------------------------------------------ the cached bare root
 def ensure_root_tarball(spec: RootSpec, cache_dir: Path) -> Path:
     """CACHE/<key>/root.tar, made by debootstrap first when it is not there."""
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    done = cache_dir / spec.key()
-    tarball = done / "root.tar"
-    if tarball.is_file():
-        return tarball
-    with open(cache_dir / f"{spec.key()}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another run may be making it
-        if tarball.is_file():
-            return tarball
-        for old in cache_dir.glob(f"{spec.key()}.partial-*"):
-            remove_tree(old)
-        if done.exists():
-            remove_tree(done)
-        tmp = Path(tempfile.mkdtemp(prefix=f"{spec.key()}.partial-", dir=cache_dir))
-        try:
-            t = time.monotonic()
-            log(f"debootstrap {spec.variant} {spec.release} + {','.join(spec.inputs()['packages'])} (once; cached)")
-            # Its own mount namespace: the proc/sys debootstrap mounts die with it.
-            _run(["unshare", "--mount", "--propagation", "private", *spec.debootstrap(tmp / "root")])
-            for deb in (tmp / "root/var/cache/apt/archives").glob("*.deb"):
-                deb.unlink()
-            _run(["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "-C", str(tmp / "root"),
-                  "-cf", str(tmp / "root.tar"), "."])  # fmt: skip
-            remove_tree(tmp / "root")
-            manifest = {"key": spec.key(), "inputs": spec.inputs(), "debootstrap_s": round(time.monotonic() - t, 1)}
-            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-            os.rename(tmp, done)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                remove_tree(tmp)
-            raise
-        log(f"bare root cached in {tarball} ({manifest['debootstrap_s']} s)")
-    return tarball
+
+    def build(tmp: Path) -> None:
+        t = time.monotonic()
+        log(f"debootstrap {spec.variant} {spec.release} + {','.join(spec.inputs()['packages'])} (once; cached)")
+        # Its own mount namespace: the proc/sys debootstrap mounts die with it.
+        _run(["unshare", "--mount", "--propagation", "private", *spec.debootstrap(tmp / "root")])
+        for deb in (tmp / "root/var/cache/apt/archives").glob("*.deb"):
+            deb.unlink()
+        _run(["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "-C", str(tmp / "root"),
+              "-cf", str(tmp / "root.tar"), "."])  # fmt: skip
+        remove_tree(tmp / "root")
+        manifest = {"key": spec.key(), "inputs": spec.inputs(), "debootstrap_s": round(time.monotonic() - t, 1)}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        log(f"bare root cached as {cache_dir / spec.key() / 'root.tar'} ({manifest['debootstrap_s']} s)")
+
+    return build_cached(cache_dir, spec.key(), lambda p: (p / "root.tar").is_file(), build) / "root.tar"
 
 
 # ------------------------------------------------------------------ the checkout
