@@ -307,6 +307,26 @@ def _bind_cache(host: Path, target: Path) -> None:
     _mount("--bind", str(host), str(target))
 
 
+def call_as_init(cmd: list[str]) -> int:
+    """Run cmd to its end as pid 1 of the namespace, reaping every orphan meanwhile, as an init does.
+
+    Daemons that fork away (qemu -daemonize in the VM harness's unit tests) are re-parented to pid 1;
+    unreaped, they would stay behind as zombies, which nothing on a real machine leaves.
+    """
+    child = subprocess.Popen(cmd)
+    while True:
+        pid, status = os.waitpid(-1, 0)
+        if pid == child.pid:
+            child.returncode = os.waitstatus_to_exitcode(status)
+            return child.returncode
+
+
+def reap_orphans() -> None:
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+
+
 def leftover_processes(proc: Path, me: int = 1) -> list[str]:
     """'pid comm' of every live process in the namespace's /proc but me (zombies are dead)."""
     out = []
@@ -348,9 +368,10 @@ def inside(root: Path, cache: Path, steps: tuple[str, ...] | None = None) -> int
             continue
         log(f"# {step}")
         t = time.monotonic()
-        rc = subprocess.call([*setpriv, "chroot", str(root), *env, "/bin/sh", "-c", f"cd {CLONE} && {step}"])
+        rc = call_as_init([*setpriv, "chroot", str(root), *env, "/bin/sh", "-c", f"cd {CLONE} && {step}"])
         results.append((step, f"{'passed' if rc == 0 else f'FAILED (exit {rc})'} in {time.monotonic() - t:.0f} s"))
         log(f"{step}: {results[-1][1]}")
+    reap_orphans()
     left = leftover_processes(root / "proc")
     for step, outcome in results:
         log(f"  {step:<12} {outcome}")
