@@ -27,7 +27,8 @@ Then, as root in a chroot, in a private mount and pid namespace (`unshare --moun
 chroot dies with the namespace): its own /proc (/proc/sys read-only; binfmt_misc is NOT mounted),
 a read-only /sys, a /dev tmpfs with null, zero, full, random, urandom, tty and a new devpts, and
 without the capabilities to load kernel modules, set the clock, reboot or change the host's
-network (the chroot shares the host's network namespace to reach the mirror and PyPI):
+network (the set-up shares the host's network namespace to reach the mirror and PyPI; `make
+lint` and `make unit` run in one of their own with only loopback, since they need no network):
 
     cd /root/kiosk.lxc && <the README's one line> && make deps && make lint && make unit
 
@@ -79,6 +80,10 @@ PACKAGES = ("ca-certificates", "git", "make", "python3")
 # the README's whole set-up.
 README_PRELUDE = "apt-get update && apt-get install -y git make python3 ca-certificates"
 STEPS = ("make deps", "make lint", "make unit")
+# These run in a network namespace of their own (loopback only, a sysfs of it): they need no network,
+# and the host's interfaces, which other work on this machine adds and removes, are not theirs to see
+# (the unit session's leftover check compares /sys/class/net before and after).
+OFFLINE_STEPS = frozenset({"make lint", "make unit"})
 CLONE = "/root/kiosk.lxc"
 # A root login's environment on Debian (login(1), /etc/profile's PATH for uid 0).
 ENV = {
@@ -321,6 +326,13 @@ def call_as_init(cmd: list[str]) -> int:
             return child.returncode
 
 
+def offline(root: Path, cmd: list[str]) -> list[str]:
+    """cmd in a new network namespace with only loopback up, and root's /sys showing that namespace."""
+    mount_sys = 'mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$1/sys" && ip link set lo up && shift && exec "$@"'
+    return ["unshare", "--net", "--mount", "--propagation", "private", "--",
+            "/bin/sh", "-c", mount_sys, "sh", str(root), *cmd]  # fmt: skip
+
+
 def reap_orphans() -> None:
     with contextlib.suppress(ChildProcessError):
         while os.waitpid(-1, os.WNOHANG)[0]:
@@ -368,7 +380,8 @@ def inside(root: Path, cache: Path, steps: tuple[str, ...] | None = None) -> int
             continue
         log(f"# {step}")
         t = time.monotonic()
-        rc = call_as_init([*setpriv, "chroot", str(root), *env, "/bin/sh", "-c", f"cd {CLONE} && {step}"])
+        cmd = [*setpriv, "chroot", str(root), *env, "/bin/sh", "-c", f"cd {CLONE} && {step}"]
+        rc = call_as_init(offline(root, cmd) if step in OFFLINE_STEPS else cmd)
         results.append((step, f"{'passed' if rc == 0 else f'FAILED (exit {rc})'} in {time.monotonic() - t:.0f} s"))
         log(f"{step}: {results[-1][1]}")
     reap_orphans()
