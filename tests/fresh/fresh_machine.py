@@ -93,6 +93,7 @@ ENV = {
     "LOGNAME": "root",
     "SHELL": "/bin/bash",
 }
+HOST_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 # Capabilities the chroot's processes lose: it shares the host's kernel and network namespace.
 DROPPED_CAPS = ("sys_module", "sys_time", "sys_boot", "net_admin", "sys_rawio", "syslog", "wake_alarm")
 DEV_NODES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8), "urandom": (1, 9), "tty": (5, 0)}
@@ -249,6 +250,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="run this in the chroot instead of the set-up and checks (repeat; debugging)")  # fmt: skip
     p.add_argument("--inside", metavar="ROOT", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    # The host's own tools (git, tar, debootstrap, unshare, mount, setpriv, chroot, ip), never a venv's
+    # or a developer's PATH: a `make` run puts .venv/bin first (seen: a venv being rebuilt beside the
+    # run made setpriv's exec of chroot fail with "Too many levels of symbolic links").
+    os.environ["PATH"] = HOST_PATH
     if args.inside:
         return inside(Path(args.inside), Path(args.cache_dir), tuple(args.step) or None)
     if os.geteuid() != 0:
