@@ -95,6 +95,13 @@ unit: deps
 integration: deps
 	pytest -q -p no:cacheprovider -rs tests/integration
 
+# The fresh-machine proof (docs/fresh-machine.md): a bare Debian 12 root made by debootstrap (cached),
+# this checkout cloned into it with its uncommitted changes, and there, as root in a chroot:
+# `make deps`, `make lint`, `make unit`. FRESH_REF=REV proves that commit instead.
+.PHONY: fresh-machine
+fresh-machine: deps-apt
+	python3 tests/fresh/fresh_machine.py $(if $(FRESH_REF),--ref $(FRESH_REF))
+
 # Kiosk VMs (real kernel, systemd, cgroup v2, real ALSA cards) under qemu TCG:
 # tests/vm builds and caches the image; the molecule scenarios boot and check them.
 .PHONY: test-vm test-vm-default vm-image

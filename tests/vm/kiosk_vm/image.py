@@ -27,6 +27,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -324,32 +325,44 @@ def _build_into(tmp: Path, spec: ImageSpec) -> dict:
     }
 
 
-def ensure_image(spec: ImageSpec, cache_dir: str | Path = DEFAULT_CACHE_DIR) -> Image:
-    """The image for spec from the cache, built first if it is not there."""
-    cache = Path(cache_dir)
+def build_cached(cache: Path, key: str, complete: Callable[[Path], bool], build: Callable[[Path], None]) -> Path:
+    """cache/key, made first by build(tmp) unless complete(cache/key) says it is there.
+
+    build writes into a new ``<key>.partial-*`` directory, renamed to ``<key>`` only when build
+    returns, so a half-built result is never used; a lock file serialises concurrent builders of
+    the same key; leftovers of builds that died before the rename are removed, never used.
+    """
     cache.mkdir(parents=True, exist_ok=True)
-    image = Image(cache / spec.key())
-    if image.complete():
-        return image
-    with open(cache / f"{spec.key()}.lock", "w") as lock:
+    done = cache / key
+    if complete(done):
+        return done
+    with open(cache / f"{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building it
-        if image.complete():
-            return image
-        # Leftovers of builds that died before the rename are never used.
-        for old in cache.glob(f"{spec.key()}.partial-*"):
+        if complete(done):
+            return done
+        for old in cache.glob(f"{key}.partial-*"):
             remove_tree(old)
-        if image.path.exists():  # incomplete (should not happen: rename is atomic)
-            remove_tree(image.path)
-        tmp = Path(tempfile.mkdtemp(prefix=f"{spec.key()}.partial-", dir=cache))
+        if done.exists():  # incomplete (should not happen: rename is atomic)
+            remove_tree(done)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{key}.partial-", dir=cache))
         try:
-            t = time.monotonic()
-            manifest = _build_into(tmp, spec)
-            manifest["timings"]["total_s"] = round(time.monotonic() - t, 1)
-            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-            os.rename(tmp, image.path)
+            build(tmp)
+            os.rename(tmp, done)
         except BaseException:
             with contextlib.suppress(Exception):
                 remove_tree(tmp)
             raise
-        _log(f"image {image.path} built in {manifest['timings']['total_s']} s")
-    return image
+    return done
+
+
+def ensure_image(spec: ImageSpec, cache_dir: str | Path = DEFAULT_CACHE_DIR) -> Image:
+    """The image for spec from the cache, built first if it is not there."""
+
+    def build(tmp: Path) -> None:
+        t = time.monotonic()
+        manifest = _build_into(tmp, spec)
+        manifest["timings"]["total_s"] = round(time.monotonic() - t, 1)
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        _log(f"image {spec.key()} built in {manifest['timings']['total_s']} s")
+
+    return Image(build_cached(Path(cache_dir), spec.key(), lambda p: Image(p).complete(), build))
