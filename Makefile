@@ -50,12 +50,13 @@ collection-link:
 # ---------------------------------------------------------------- the suite
 .PHONY: test checks lint sanity unit integration galaxy
 # The static checks and the unit tests run while the kiosk VM image is built
-# (or found in its cache): the build waits mostly on the mirror and the disk,
-# so on 2 cores the two overlap; each one's output is printed when it ends.
+# (or found in its cache) and then the fresh-machine proof runs: both wait
+# mostly on the mirror, PyPI and the disk, so on 2 cores they overlap with the
+# checks; each one's output is printed when it ends.
 # Then the integration tests, and the kiosk VM scenario last, so a VM failure
 # never hides what the faster steps found.
 test: deps
-	$(MAKE) --no-print-directory -j2 --output-sync=recurse checks vm-image
+	$(MAKE) --no-print-directory -j2 --output-sync=recurse checks vm-image fresh-machine
 	$(MAKE) --no-print-directory integration test-vm-default
 	@echo "make test: every step passed"
 
@@ -95,7 +96,7 @@ unit: deps
 integration: deps
 	pytest -q -p no:cacheprovider -rs tests/integration
 
-# The fresh-machine proof (docs/fresh-machine.md): a bare Debian 12 root made by debootstrap (cached),
+# The fresh-machine proof (docs/vm-harness.md): a bare Debian 12 root made by debootstrap (cached),
 # this checkout cloned into it with its uncommitted changes, and there, as root in a chroot:
 # `make deps`, `make lint`, `make unit`. FRESH_REF=REV proves that commit instead.
 .PHONY: fresh-machine
