@@ -18,7 +18,6 @@ CAP_SYS_MODULE being out of the guest's bounding set.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -104,34 +103,8 @@ def lab(libvirt_conn, guest_name):
         for dom in libvirt_conn.listAllDomains():
             if dom.name() in names.values() and dom.isActive():
                 dom.destroy()
-        release_systemd_cgroups(names.values(), starts)
+        guestlib.release_systemd_cgroups(names.values(), starts)
         shutil.rmtree(work, ignore_errors=True)
-
-
-def release_systemd_cgroups(names, start_ids) -> None:
-    """Remove the guests' own name=systemd cgroups, and give back what libvirt chowned.
-
-    On a host without systemd libvirt chowns the root of the name=systemd
-    hierarchy to an idmapped guest's root (docs/least-privilege.md); the
-    test puts it back to root.
-    """
-    top = Path("/sys/fs/cgroup/systemd")
-    for name in names:
-        own = top / "kiosk-lxc" / name
-        if own.is_dir():
-            for d in sorted((p for p in own.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-                d.rmdir()
-            own.rmdir()
-    with contextlib.suppress(OSError):
-        (top / "kiosk-lxc").rmdir()  # only when no other guest has one
-    if not top.is_dir():
-        return
-    for path in [top, *top.iterdir(), *(top / "init.scope").glob("*"), *(top / "system.slice").rglob("*")]:
-        try:
-            if path.name != "kiosk-lxc" and os.lstat(path).st_uid in start_ids:
-                os.lchown(path, 0, 0)
-        except OSError:
-            pass
 
 
 def _provision(lab) -> tuple:
