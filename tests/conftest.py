@@ -24,10 +24,34 @@ sys.path.insert(0, str(REPO / "build" / "collections"))
 
 import guest as guestlib
 import libvirtd
+import machine
 
 # Unique per pytest session, so parallel sessions never remove each other's guests.
 TEST_PREFIX = f"kt{secrets.token_hex(2)}-"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+_BEFORE: dict = {}
+
+
+def pytest_sessionstart(session):
+    _BEFORE.update(machine.snapshot())
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the session when its tests left something on the machine, or took something away.
+
+    Only sessions that ran integration tests are checked: unit tests touch nothing of the machine, and a
+    unit run beside someone else's integration run would otherwise see that run's guests come and go.
+    """
+    if not _BEFORE or not any(item.nodeid.startswith("tests/integration/") for item in session.items):
+        return
+    left = machine.leftovers(_BEFORE, machine.snapshot())
+    if left:
+        session.config.get_terminal_writer().line(
+            "the test session did not leave the machine as it found it:\n  " + "\n  ".join(left), red=True
+        )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def _unavailable(reason: str):

@@ -5,7 +5,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 name: bindep_packages
 short_description: The Debian packages a bindep.txt selects for one profile
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Reads the content of a C(bindep.txt) (the collection's own list of Debian packages) and returns the names of the
     packages whose selectors include O(profile), in file order. The host role uses it for C(host); the Makefile runs the

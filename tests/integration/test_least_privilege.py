@@ -11,12 +11,12 @@ guest, on the host itself, or, for the device cgroup, the given card's node
 opening in the same guest.
 
 The card is a host node of the ALSA major with no driver behind it
-(docs/least-privilege.md): open() gives ENXIO when the device cgroup and the
-file's owner allow it, EPERM when the cgroup denies, EACCES when its mode
-denies. In the guest, libvirt makes the node mode 0700 for the guest's root;
-the guest's init runs the ExecStart of the unit the guest role wrote
-(kiosk-sound-nodes.service, which systemd runs at boot in a real guest) and
-the audio group can open it afterwards, not before.
+(docs/docsite/rst/guide_platform.rst, "Device access"): open() gives ENXIO
+when the device cgroup and the file's owner allow it, EPERM when the cgroup
+denies, EACCES when its mode denies. In the guest, libvirt makes the node
+mode 0700 for the guest's root; the guest's init runs the ExecStart of the
+unit the guest role wrote (kiosk-sound-nodes.service, which systemd runs at
+boot in a real guest) and the audio group can open it afterwards, not before.
 
 Not covered here (no sound hardware and no kernel modules on this machine):
 sound actually playing, and insmod where the kernel has no module support

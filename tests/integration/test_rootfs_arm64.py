@@ -47,7 +47,10 @@ def _entry() -> list[str]:
 
 @pytest.fixture(scope="module")
 def qemu_aarch64():
-    """The kernel runs arm64 programs through qemu-aarch64-static (with the F flag), enabled if need be."""
+    """The kernel runs arm64 programs through qemu-aarch64-static (with the F flag), enabled if need be.
+
+    What this fixture enabled or mounted it disables and unmounts again: the machine is left as it was.
+    """
     if platform.machine() == "aarch64":
         pytest.skip("this host is arm64 itself: nothing foreign to emulate")
     if os.geteuid() != 0:
@@ -56,6 +59,7 @@ def qemu_aarch64():
                           ("debootstrap", "debootstrap")):  # fmt: skip
         if not shutil.which(tool):
             _unavailable(f"{tool} is missing: install {package} (bindep.txt, profile test)")
+    mounted_here = enabled_here = False
     if _entry()[:1] != ["enabled"]:
         if not os.path.exists(f"{BINFMT}/status"):
             mounted = subprocess.run(
@@ -63,12 +67,18 @@ def qemu_aarch64():
             )
             if mounted.returncode != 0:
                 _unavailable(f"binfmt_misc cannot be mounted here: {mounted.stderr.strip()}")
+            mounted_here = True
         enabled = subprocess.run(
             ["update-binfmts", "--enable", "qemu-aarch64"], capture_output=True, text=True, check=False
         )
+        enabled_here = enabled.returncode == 0
         if enabled.returncode != 0 or _entry()[:1] != ["enabled"]:
             _unavailable(f"update-binfmts --enable qemu-aarch64 did not enable it: {enabled.stderr.strip()}")
-    return _entry()
+    yield _entry()
+    if enabled_here:
+        subprocess.run(["update-binfmts", "--disable", "qemu-aarch64"], capture_output=True, check=False)
+    if mounted_here:
+        subprocess.run(["umount", BINFMT], capture_output=True, check=False)
 
 
 def test_the_module_accepts_a_foreign_build_where_qemu_runs_it(tmp_path, qemu_aarch64):

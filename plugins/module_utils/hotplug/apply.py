@@ -11,8 +11,10 @@
   the host's, where the host's own nodes come and go by themselves.
 - Sound server: run inside the guest with nsenter into the server
   process's namespaces, as its user, with its runtime directory. nsenter
-  does not move the command into the guest's cgroup (PLATFORM.md), which
-  is fine to talk to a server; nothing here probes a device that way.
+  does not move the command into the guest's cgroup (platform facts:
+  docs/docsite/rst/guide_platform.rst, "Entering a guest's namespaces is
+  not entering its cgroup"), which is fine to talk to a server; nothing
+  here probes a device that way.
 """
 
 from __future__ import annotations
