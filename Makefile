@@ -91,7 +91,7 @@ galaxy: deps
 	test -f $(BUILD)/dist/installed/ansible_collections/kiosk/lxc/MANIFEST.json
 
 unit: deps
-	pytest -q -p no:cacheprovider tests/unit
+	pytest -q -p no:cacheprovider tests/unit tests/vm
 
 integration: deps
 	pytest -q -p no:cacheprovider -rs tests/integration

@@ -5,7 +5,7 @@ sound_passthrough with `missing: ignore` and the USB card's selector,
 probes from its init (in its cgroup) every 10 ms: /witness/controlC1 (a
 node the bench made, so only the device cgroup decides) and
 /dev/snd/controlC1 (the node the agent makes). The agent runs for real in
-the umockdev lab of tests/integration/test_hotplug_lab.py (the cards are
+the umockdev lab of tests/lib/hotplug_lab.py (the cards are
 umockdev devices with mknod-made nodes, no kernel driver). For each of N
 plug/unplug cycles (default 20) it measures, from the moment before the
 uevents are sent:
@@ -30,11 +30,11 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "tests" / "lib"), str(REPO / "build" / "collections"), str(REPO / "tests" / "integration")]
+sys.path[:0] = [str(REPO / "tests" / "lib"), str(REPO / "build" / "collections")]
 
 import guest as guestlib
+import hotplug_lab as lab
 import libvirt
-import test_hotplug_lab as lab
 
 PROBES = ["/witness/controlC1", "/dev/snd/controlC1"]
 

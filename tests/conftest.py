@@ -90,11 +90,21 @@ def libvirt_conn(libvirt_daemon):
 _counter = itertools.count(1)
 
 
+def _unique_name(node_name: str) -> str:
+    base = re.sub(r"[^a-z0-9]+", "-", node_name.lower()).strip("-")[:40]
+    return f"{TEST_PREFIX}{base}-{next(_counter)}"
+
+
 @pytest.fixture
 def guest_name(request):
     """A unique libvirt-safe guest name for this test, with the test prefix."""
-    base = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40]
-    return f"{TEST_PREFIX}{base[:40]}-{next(_counter)}"
+    return _unique_name(request.node.name)
+
+
+@pytest.fixture(scope="module")
+def module_guest_name(request):
+    """The same for guests a module's tests share (made by a module-scoped fixture, which removes them)."""
+    return _unique_name(Path(request.node.name).stem)
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 # Escape checks, run by verify.yml as root inside a kiosk guest (in the guest's
-# namespaces and cgroup). Each check prints "NAME RC OUTPUT": in a guest of the
-# default profile (confined) every RC must be non-zero. verify.yml makes
+# namespaces and cgroup), then by the VM's root as the control. Each check prints
+# "NAME RC OUTPUT": in a guest of the default profile (confined) every RC must be
+# non-zero, on the VM itself every RC must be 0. verify.yml makes
 # /dev/kiosk-esc-disk (the VM's disk) and /tmp/kiosk-esc.ko (a module of the
 # VM's kernel) in the guest from the VM's side first, as a guest cannot.
 chk() {

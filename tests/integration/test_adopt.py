@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import os
 import secrets
-import sys
 from pathlib import Path
 
 import guest as guestlib
 import libvirt
 import pytest
 from ansible_collections.kiosk.lxc.plugins.module_utils.cgroup import persist
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from play import REPO, run_module, run_playbook
 from scratch_bridge import scratch_bridge
 

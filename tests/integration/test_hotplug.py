@@ -4,7 +4,7 @@ Real: libvirtd and a busybox guest configured by kiosk.lxc.sound_passthrough
 (through ansible-playbook) with `missing: ignore` and a selector for a card
 that is not there yet; the agent's own monitor, worker, libvirt reading,
 cgroup v1 writes and mknod through /proc/<init>/root; the probes run by the
-guest's init (so in its cgroup). Stand-ins (see test_hotplug_lab.py): udev
+guest's init (so in its cgroup). Stand-ins (see tests/lib/hotplug_lab.py): udev
 is a umockdev testbed that sends the uevents, and the card's nodes are
 mknod-made (no driver behind them, so an allowed open() gives ENXIO).
 The guest runs no sound server here; the kiosk VM scenario covers that.
@@ -15,15 +15,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import sys
 import time
 from pathlib import Path
 
 import guest as guestlib
+import hotplug_lab as lab
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import test_hotplug_lab as lab
 from ansible_collections.kiosk.lxc.plugins.module_utils.hotplug.guests import init_pid
 
 pytestmark = pytest.mark.skipif(

@@ -27,8 +27,6 @@ from ansible_collections.kiosk.lxc.plugins.module_utils.common.namespaces import
     SOUND_NS,
     SOUND_PREFIX,
 )
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from play import ansible_env
 from scratch_bridge import scratch_bridge
 

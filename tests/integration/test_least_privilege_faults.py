@@ -20,19 +20,15 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import guest as guestlib
 import pytest
-from play import run_module, run_playbook
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ansible_collections.kiosk.lxc.plugins.module_utils.subid import ranges
 from lxc_bridge_lab import Lab
-from test_least_privilege import release_systemd_cgroups
+from play import run_module, run_playbook
 
 BRIDGE = "kiosk.lxc.lxc_bridge"
 
@@ -143,7 +139,7 @@ def test_rootfs_removed_under_a_defined_guest_is_a_clear_error(libvirt_conn, gue
         for dom in libvirt_conn.listAllDomains():
             if dom.name() in (lost, kept) and dom.isActive():
                 dom.destroy()
-        release_systemd_cgroups((lost, kept), starts)
+        guestlib.release_systemd_cgroups((lost, kept), starts)
         subprocess.run(["ip", "link", "del", bridge], check=False)
         shutil.rmtree(work, ignore_errors=True)
 

@@ -11,12 +11,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lxc_bridge_lab import UPLINK_HOST, Lab
 
 pytestmark = pytest.mark.root

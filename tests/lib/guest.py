@@ -10,6 +10,7 @@ children of its init, so they are in the guest's cgroup: a probe run with
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import stat
@@ -122,3 +123,29 @@ def domain_xml(name: str, root: Path, *, memory_mib: int = 64, extra_devices: st
         f"<devices><filesystem type='mount'><source dir='{root}'/><target dir='/'/></filesystem>"
         f"<console type='pty'/>{extra_devices}</devices></domain>"
     )
+
+
+def release_systemd_cgroups(names, start_ids) -> None:
+    """Remove the guests' own name=systemd cgroups, and give back what libvirt chowned.
+
+    On a host without systemd libvirt chowns the root of the name=systemd
+    hierarchy to an idmapped guest's root (docs/least-privilege.md); the
+    test puts it back to root.
+    """
+    top = Path("/sys/fs/cgroup/systemd")
+    for name in names:
+        own = top / "kiosk-lxc" / name
+        if own.is_dir():
+            for d in sorted((p for p in own.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+                d.rmdir()
+            own.rmdir()
+    with contextlib.suppress(OSError):
+        (top / "kiosk-lxc").rmdir()  # only when no other guest has one
+    if not top.is_dir():
+        return
+    for path in [top, *top.iterdir(), *(top / "init.scope").glob("*"), *(top / "system.slice").rglob("*")]:
+        try:
+            if path.name != "kiosk-lxc" and os.lstat(path).st_uid in start_ids:
+                os.lchown(path, 0, 0)
+        except OSError:
+            pass

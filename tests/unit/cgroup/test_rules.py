@@ -2,31 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from ansible_collections.kiosk.lxc.plugins.module_utils.cgroup import rules
 from ansible_collections.kiosk.lxc.plugins.module_utils.cgroup.rules import Rule, RuleSpec
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
 
-PROC_DEVICES = """\
-Character devices:
-  1 mem
- 13 input
-116 alsa
-226 drm
-
-Block devices:
-  8 sd
- 65 sd
-259 blkext
-"""
+# A /proc/devices with the same major for a char and a block device (116), and one block name twice.
+PROC_DEVICES = Path(__file__).resolve().parents[2] / "fixtures" / "proc" / "devices"
 LIBVIRT_LXC_LIST = ["c 1:3 rwm", "c 1:5 rwm", "c 5:2 rwm", "c 10:229 rwm", "c 136:* rwm"]
 
 
 @pytest.fixture
-def majors(tmp_path):
-    path = tmp_path / "devices"
-    path.write_text(PROC_DEVICES)
-    return rules.read_proc_devices(str(path))
+def majors():
+    return rules.read_proc_devices(str(PROC_DEVICES))
 
 
 def lst(*lines):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
 from ansible_collections.kiosk.lxc.plugins.module_utils.host import libvirtd, preflight
@@ -14,17 +16,7 @@ HYBRID = """\
 """
 PURE_V2 = "30 23 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot\n"
 V1_NO_DEVICES = "32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n"
-DEVICES = """\
-Character devices:
-  1 mem
- 13 input
-116 alsa
-226 drm
-
-Block devices:
-  8 sd
-116 alsa-looking-block
-"""
+DEVICES = (Path(__file__).resolve().parents[2] / "fixtures" / "proc" / "devices").read_text(encoding="utf-8")
 
 
 def write(tmp_path, name, text):

@@ -193,27 +193,21 @@ def find_mirrors(release: str, etc_apt: str | Path = "/etc/apt") -> tuple[str, s
 
 
 # ------------------------------------------------------------------ the build
+def file_in(directory: str, name: str) -> property:
+    """A read-only property: the file `name` in the directory held by the attribute `directory`."""
+    return property(lambda self: getattr(self, directory) / name, doc=f"{directory}/{name}")
+
+
 @dataclass
 class Image:
     """A built image in the cache."""
 
     path: Path
 
-    @property
-    def disk(self) -> Path:
-        return self.path / "disk.raw"
-
-    @property
-    def kernel(self) -> Path:
-        return self.path / "vmlinuz"
-
-    @property
-    def initrd(self) -> Path:
-        return self.path / "initrd.img"
-
-    @property
-    def ssh_key(self) -> Path:
-        return self.path / "id_ed25519"
+    disk = file_in("path", "disk.raw")
+    kernel = file_in("path", "vmlinuz")
+    initrd = file_in("path", "initrd.img")
+    ssh_key = file_in("path", "id_ed25519")
 
     @property
     def manifest(self) -> dict:

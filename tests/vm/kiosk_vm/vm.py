@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .image import Image, _log, remove_tree
+from .image import Image, _log, file_in, remove_tree
 from .inventory import SSH_COMMON_ARGS, Host, write_inventory
 
 QEMU = "qemu-system-x86_64"
@@ -145,17 +145,9 @@ class VM:
     dir: Path
     port: int = 0
 
-    @property
-    def overlay(self) -> Path:
-        return self.dir / "overlay.qcow2"
-
-    @property
-    def pidfile(self) -> Path:
-        return self.dir / "qemu.pid"
-
-    @property
-    def serial_log(self) -> Path:
-        return self.dir / "serial.log"
+    overlay = file_in("dir", "overlay.qcow2")
+    pidfile = file_in("dir", "qemu.pid")
+    serial_log = file_in("dir", "serial.log")
 
     def pid(self) -> int | None:
         return _read_pid(self.pidfile)

@@ -22,7 +22,6 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 from play import ansible_env
 
 UPLINK_HOST, UPLINK_PEER = "198.51.100.1", "198.51.100.2"

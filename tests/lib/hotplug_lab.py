@@ -1,4 +1,4 @@
-"""The hotplug lab (no tests here): the real agent under umockdev, with cards that come and go.
+"""The hotplug lab: the real agent under umockdev, with cards that come and go.
 
 Used by test_hotplug.py and bench/hotplug.py. umockdev's Testbed (through
 GObject introspection) is what can *send* uevents; it needs python3-gi and

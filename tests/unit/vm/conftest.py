@@ -1,6 +1,0 @@
-"""The VM harness (tests/vm/kiosk_vm) is plain Python outside the collection: import it directly."""
-
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "vm"))
