@@ -11,12 +11,12 @@ run the module through Ansible on the real /etc/libvirt/hooks and
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import machine
 import pytest
 from ansible_collections.kiosk.lxc.plugins.module_utils.cgroup import device, hook
 from ansible_collections.kiosk.lxc.plugins.module_utils.common import shipped
@@ -59,27 +59,10 @@ def libvirtd_standin(tmp_path, host):
 
 
 @pytest.fixture
-def machine_hook_kept(tmp_path):
+def machine_hook_kept():
     """This machine's real hook script and kiosk-lxc library as they were, put back after the test."""
-    real, lib, saved = Path(device.hook_path(device.Host())), Path(shipped.LIB_ROOT), tmp_path / "saved"
-    had = sorted(os.listdir(lib)) if lib.is_dir() else None
-    if had is not None:
-        shutil.copytree(lib, saved / "lib", symlinks=True)
-    if real.exists():
-        shutil.copy2(real, saved / "script")
-    yield
-    if (saved / "script").exists():
-        shutil.copy2(saved / "script", real)
-    elif real.exists():
-        real.unlink()
-    for name in os.listdir(lib) if lib.is_dir() else []:
-        if had is None or name not in had:
-            shutil.rmtree(lib / name)
-    for name in had or []:
-        if not (lib / name).exists():
-            shutil.copytree(saved / "lib" / name, lib / name, symlinks=True)
-    if had is None and lib.is_dir():
-        lib.rmdir()
+    with machine.kept(device.hook_path(device.Host()), shipped.LIB_ROOT):
+        yield
 
 
 def script(host) -> Path:

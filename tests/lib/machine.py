@@ -9,7 +9,10 @@ kiosk VM image cache.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 FILES = ("/etc/subuid", "/etc/subgid", "/etc/passwd", "/etc/group")
@@ -78,3 +81,34 @@ def leftovers(before: dict[str, frozenset[str]], after: dict[str, frozenset[str]
         # A daemon that ended is not a leftover (another session's VM, a libvirtd the machine's owner stopped).
         out += [f"removed {kind}: {x}" for x in sorted(was - now) if kind != "daemon"]
     return out
+
+
+@contextlib.contextmanager
+def kept(*paths: str):
+    """Put each path (a file or a directory tree, or its absence) back as it was when the block ends.
+
+    For machine-wide files a test's playbook changes as a kiosk run would (the libvirt hook, the
+    daemons' library, /etc/subuid): the run is real, and the machine is left as the test found it.
+    """
+    with tempfile.TemporaryDirectory(prefix="kiosk-kept-") as saved:
+        had = {}
+        for i, path in enumerate(paths):
+            copy = os.path.join(saved, str(i))
+            had[path] = os.path.lexists(path)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.copytree(path, copy, symlinks=True)
+            elif had[path]:
+                shutil.copy2(path, copy, follow_symlinks=False)
+        try:
+            yield
+        finally:
+            for i, path in enumerate(paths):
+                copy = os.path.join(saved, str(i))
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path)
+                elif os.path.lexists(path):
+                    os.unlink(path)
+                if os.path.isdir(copy):
+                    shutil.copytree(copy, path, symlinks=True)
+                elif had[path]:
+                    shutil.copy2(copy, path, follow_symlinks=False)
