@@ -38,7 +38,8 @@ def root(tmp_path):
 
 def test_write_file_makes_directories_and_reports_before_and_after(root):
     result = guestfs.write_file(str(root), "etc/systemd/system/x.service", "[Unit]\n", mode=0o640)
-    assert result == {"changed": True, "before": None, "after": "[Unit]\n", "path": f"{root}/etc/systemd/system/x.service"}
+    path = f"{root}/etc/systemd/system/x.service"
+    assert result == {"changed": True, "before": None, "after": "[Unit]\n", "path": path}
     target = root / "etc/systemd/system/x.service"
     assert target.read_text() == "[Unit]\n" and stat.S_IMODE(target.stat().st_mode) == 0o640
     assert stat.S_IMODE((root / "etc/systemd").stat().st_mode) == 0o755
