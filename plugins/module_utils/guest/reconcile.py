@@ -245,8 +245,22 @@ def _sound(plan: Plan, want: guestspec.Want, profile: profiles.Profile, *, setti
     return sound_profile, desired
 
 
+def one_line(msg: str) -> str:
+    """A message on one line (libvirt's own may span several)."""
+    return " ".join(str(msg).split())
+
+
 def plan_guest(conn, want: guestspec.Want, settings: Settings, *, host: Host, subid_files: dict, discover) -> Plan:
     """One guest's whole plan; raises KioskError (naming the guest) before anything is touched."""
+    try:
+        return _plan_guest(conn, want, settings, host=host, subid_files=subid_files, discover=discover)
+    except KioskError as exc:
+        if exc.msg.startswith((want.where, f"Guest '{want.name}'")):
+            raise
+        raise KioskError(f"Guest '{want.name}': {exc.msg}", **exc.details) from exc
+
+
+def _plan_guest(conn, want: guestspec.Want, settings: Settings, *, host: Host, subid_files: dict, discover) -> Plan:
     guest = manage.read_guest(conn, want.name)
     meta, stored_rootfs = _stored_meta(guest)
     plan = Plan(name=want.name, where=want.where, state=want.state)
@@ -421,7 +435,7 @@ def apply_all(conn, plans: list[Plan], settings: Settings, run, workers: int = 4
         try:
             _apply_one(conn, plan, settings, run)
         except KioskError as exc:
-            plan.error = exc.msg
+            plan.error = one_line(exc.msg)
 
     if todo:
         with ThreadPoolExecutor(max(1, min(workers, len(todo)))) as pool:
