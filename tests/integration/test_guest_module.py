@@ -28,6 +28,7 @@ import pytest
 from ansible_collections.kiosk.lxc.plugins.module_utils.subid import ranges
 from play import REPO, ansible_env, run_module, run_playbook
 from test_least_privilege import release_systemd_cgroups
+from test_least_privilege_faults import _guest_play
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="defines guests on this machine: needs root")
 
@@ -194,30 +195,6 @@ def _old_collection(dest: Path) -> Path:
     return dest
 
 
-def _role_play(lab, guests: list[dict]) -> Path:
-    play = [
-        {
-            "hosts": "all",
-            "gather_facts": False,
-            "vars": {
-                "kiosk_rootfs_bases": {"": str(lab["base"])},
-                "kiosk_rootfs_packages": [],
-                "kiosk_guest_dir": str(lab["work"] / "guests"),
-                "kiosk_guest_bridge": lab["bridge"],
-                "kiosk_guest_init": "/init",
-                "kiosk_guest_memory": "64MiB",
-                "kiosk_guest_network_wait": 0,
-                "kiosk_guest_autostart": False,
-                "kiosk_guests": guests,
-            },
-            "roles": ["kiosk.lxc.guest"],
-        }
-    ]
-    pb = lab["work"] / "play.yml"
-    pb.write_text(json.dumps(play))
-    return pb
-
-
 def test_guests_of_the_old_role_are_adopted_without_change_or_restart(libvirt_conn, lab):
     p = lab["prefix"]
     guests = [
@@ -226,7 +203,7 @@ def test_guests_of_the_old_role_are_adopted_without_change_or_restart(libvirt_co
         {"name": f"{p}-s", "profile": "seed000"},
     ]
     lab["names"].extend(g["name"] for g in guests)
-    pb = _role_play(lab, guests)
+    pb = _guest_play(lab["work"], lab["bridge"], guests)
     with tempfile.TemporaryDirectory() as old, tempfile.NamedTemporaryFile(suffix=".jsonl") as rec:
         env = dict(ansible_env(rec.name), ANSIBLE_COLLECTIONS_PATH=str(_old_collection(Path(old))))
         python = f"ansible_python_interpreter={sys.executable}"
