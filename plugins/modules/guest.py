@@ -237,7 +237,7 @@ guests:
   elements: dict
   contains:
     name: {description: The guest., type: str}
-    state: {description: What it was asked to be (V(running), V(stopped) or V(absent))., type: str}
+    state: {description: "What it was asked to be: V(running), V(stopped) or V(absent).", type: str}
     changed: {description: Whether anything of it changed (or would change)., type: bool}
     actions:
       description: What ran (or would run) for it, in order.
@@ -248,7 +248,7 @@ guests:
     rootfs: {description: Its own rootfs., type: str}
     addresses: {description: Its leased addresses., type: list, elements: str}
     cards: {description: The ALSA ids of the cards passed in., type: list, elements: str}
-    error: {description: Why it failed, or null., type: str}
+    error: {description: "Why it failed (null when it did not).", type: str}
 failed_guests:
   description: The guests that failed (the error message names each, with its cause).
   returned: always
