@@ -27,6 +27,8 @@ import guest as guestlib
 import pytest
 from ansible_collections.kiosk.lxc.plugins.module_utils.subid import ranges
 from play import REPO, ansible_env, run_module, run_playbook
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_least_privilege import release_systemd_cgroups
 from test_least_privilege_faults import _guest_play
 
