@@ -111,8 +111,9 @@ test-vm: deps
 # docs and the guides (docs/docsite) and renders them to RST; Sphinx (docs/sphinx/conf.py) builds the
 # HTML with every warning an error. The changelog fragments are linted, then released into a throwaway
 # copy, so a fragment that does not render fails here rather than at release time.
-.PHONY: docs
+.PHONY: docs architecture
 docs: deps
+	python3 docs/architecture.py --check
 	antsibull-docs lint-collection-docs --plugin-docs .
 	rm -rf $(BUILD)/docs $(BUILD)/docs-src $(BUILD)/changelog && mkdir -p -m 0700 $(BUILD)/docs-src $(BUILD)/changelog
 	antsibull-docs collection --use-current --fail-on-error --cleanup everything --dest-dir $(BUILD)/docs-src kiosk.lxc
@@ -123,6 +124,10 @@ docs: deps
 	git ls-files -co --exclude-standard -z | xargs -0 tar -cf - | tar -xf - -C $(BUILD)/changelog
 	cd $(BUILD)/changelog && antsibull-changelog release --version "$$(sed -n 's/^version: *//p' galaxy.yml)" >/dev/null
 	test -s $(BUILD)/changelog/CHANGELOG.rst
+
+# The guide's picture of who imports whom (docs/docsite/rst/architecture.svg), redrawn from the code's imports.
+architecture:
+	python3 docs/architecture.py
 
 # ---------------------------------------------------------------- the main job
 .PHONY: demo

@@ -39,8 +39,12 @@ def pytest_sessionstart(session):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    """Fail the session when its tests left something on the machine, or took something away."""
-    if not _BEFORE:
+    """Fail the session when its tests left something on the machine, or took something away.
+
+    Only sessions that ran integration tests are checked: unit tests touch nothing of the machine, and a
+    unit run beside someone else's integration run would otherwise see that run's guests come and go.
+    """
+    if not _BEFORE or not any(item.nodeid.startswith("tests/integration/") for item in session.items):
         return
     left = machine.leftovers(_BEFORE, machine.snapshot())
     if left:

@@ -24,6 +24,12 @@ description:
     C(/etc/libvirt/hooks/lxc.d/50-kiosk-cgroup-device) is installed to apply them every time the guest starts.
     The hook never calls libvirtd and never fails a start; what it skips is logged to
     C(/var/log/libvirt/kiosk-cgroup-device.log).
+    Its code is the part of this collection's C(module_utils) it imports (computed from its entry point), in a
+    directory of its own, C(/usr/local/lib/kiosk-lxc/hook-<digest>) (the first 16 hex digits of the sha256 of its
+    files), which the hook script names; a new version is renamed into place before the script is switched to it,
+    then the old directory is removed. The M(kiosk.lxc.hotplug_agent)'s files are never touched, so it is not
+    restarted. The library both shared before, C(/usr/local/lib/kiosk-lxc/python), is removed once neither the hook
+    script nor the agent's start script names it.
     libvirtd is reloaded (SIGHUP) when the hook is installed the first time, so that it runs it.
   - Majors may be given by their C(/proc/devices) name (C(alsa), C(drm), C(input)); they are resolved on the host.
   - Must run on the host of the guest.

@@ -21,9 +21,16 @@ description:
   - Where systemd runs, a unit C(kiosk-lxc-hotplug.service) starts it at boot; elsewhere the module starts it
     as a daemon (pid file C(/run/kiosk-lxc-hotplug.pid)), which nothing restarts after a reboot until the
     module runs again.
-  - The agent's code is this collection's own C(module_utils), copied to C(/usr/local/lib/kiosk-lxc/python)
-    beside the M(kiosk.lxc.cgroup_device) hook's. Any change of a file restarts a running agent, also one another
-    task made (the hook installs the modules they share), so an agent older than any of its files is restarted.
+  - The agent's code is the part of this collection's C(module_utils) it imports (computed from its entry point
+    at every run), in a directory of its own, C(/usr/local/lib/kiosk-lxc/agent-<digest>) (the first 16 hex digits
+    of the sha256 of its files), which the start script C(/usr/local/sbin/kiosk-lxc-hotplug) names. A new version
+    is written under a temporary name and renamed into place, the agent is restarted on it, then the old directory
+    is removed. The M(kiosk.lxc.cgroup_device) hook has a directory of its own, so installing or upgrading it
+    never restarts the agent.
+  - A running agent is restarted when its own files change (directory, script, unit), and when it is older than
+    any of them (a run that wrote them and failed before the restart).
+  - The library both shared before, C(/usr/local/lib/kiosk-lxc/python), is removed once neither the hook nor the
+    agent's start script names it, so a host installed by an earlier version upgrades in place.
 extends_documentation_fragment:
   - kiosk.lxc.libvirt
   - ansible.builtin.action_common_attributes
@@ -31,8 +38,8 @@ extends_documentation_fragment:
 options:
   state:
     description:
-      - V(present) installs the agent and keeps it running; V(absent) stops it and removes its files (the
-        modules the cgroup_device hook shares stay).
+      - V(present) installs the agent and keeps it running; V(absent) stops it and removes its files and its
+        library directories (the cgroup_device hook's stay).
     type: str
     choices: [present, absent]
     default: present
@@ -79,7 +86,11 @@ actions:
   returned: always
   type: list
   elements: str
-  sample: ["install /usr/local/sbin/kiosk-lxc-hotplug", "start kiosk-lxc-hotplug"]
+  sample:
+    - install /usr/local/lib/kiosk-lxc/agent-3f1c0d9a6b2e7c41
+    - install /usr/local/sbin/kiosk-lxc-hotplug
+    - restart kiosk-lxc-hotplug
+    - remove /usr/local/lib/kiosk-lxc/agent-0b7e2a94c5d13f68
 service:
   description: How the agent is kept running, V(systemd) (a unit) or V(daemon) (started by this module).
   returned: always

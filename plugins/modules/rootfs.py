@@ -14,6 +14,10 @@ description:
   - A build goes into a hidden directory beside the cache and is renamed into place only when complete; a build
     that was killed leaves only that hidden directory, which the next run removes and redoes.
   - Concurrent runs on one host wait for each other (a lock per rootfs).
+  - Which definition a rootfs was built from is recorded beside it, in C(<cache_dir>/.kiosk-rootfs-<name>.json), owned
+    by root and out of the reach of a guest that runs on the rootfs. A rootfs made by an older version, with the record
+    inside it (C(/.kiosk-rootfs.json)), has it moved out on the next run, without a rebuild or a re-clone. A clone
+    directory that exists with no record fails the task; it is never replaced.
   - Guest OS settings shared by every guest of this rootfs are applied after the build (systemd-networkd DHCP on
     eth0, the audio stack, a kiosk user in the C(audio) group).
 extends_documentation_fragment:

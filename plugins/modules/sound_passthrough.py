@@ -17,7 +17,9 @@ description:
   - O(profile=udev_data) keeps the guest's C(/sys) read-only and binds the host's C(/run/udev) read-only under a
     C(/run) of the guest's own, so PulseAudio and PipeWire find the cards. O(profile=sysfs) passes the host's
     C(/sys) and C(/sys/fs/fuse/connections) through and writes a systemd-networkd drop-in
-    (C(BindReadOnlyPaths=/sys)) into the guest's rootfs so its networking keeps working.
+    (C(BindReadOnlyPaths=/sys)) into the guest's rootfs so its networking keeps working. O(profile=sysfs) is
+    refused for a guest with an C(<idmap>) (its own user namespace). The drop-in is written without following
+    links in the guest's rootfs; a link planted at its path or on the way fails the task, and nothing is touched.
   - The definition is changed through M(kiosk.lxc.lxc_domain)'s code path (same diff, same restart policy). The
     card selectors are kept in the guest's metadata for the hotplug agent; O(state=absent) removes all of it.
 extends_documentation_fragment:

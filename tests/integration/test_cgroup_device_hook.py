@@ -4,12 +4,14 @@ The install, check mode and reload logic run for real against temporary hook
 and library directories. The libvirtd they would reload is a stand-in process
 (a real unix socket where libvirtd's would be, a pid file, a SIGHUP counter):
 the machine's shared libvirtd must never be reloaded by a test. The last tests
-run the module through Ansible on the real /etc/libvirt/hooks.
+run the module through Ansible on the real /etc/libvirt/hooks and
+/usr/local/lib/kiosk-lxc, and put back what they found there.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from ansible_collections.kiosk.lxc.plugins.module_utils.cgroup import device, hook
+from ansible_collections.kiosk.lxc.plugins.module_utils.common import shipped
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
 from play import run_module
 
@@ -55,21 +58,46 @@ def libvirtd_standin(tmp_path, host):
     proc.wait()
 
 
+@pytest.fixture
+def machine_hook_kept(tmp_path):
+    """This machine's real hook script and kiosk-lxc library as they were, put back after the test."""
+    real, lib, saved = Path(device.hook_path(device.Host())), Path(shipped.LIB_ROOT), tmp_path / "saved"
+    had = sorted(os.listdir(lib)) if lib.is_dir() else None
+    if had is not None:
+        shutil.copytree(lib, saved / "lib", symlinks=True)
+    if real.exists():
+        shutil.copy2(real, saved / "script")
+    yield
+    if (saved / "script").exists():
+        shutil.copy2(saved / "script", real)
+    elif real.exists():
+        real.unlink()
+    for name in os.listdir(lib) if lib.is_dir() else []:
+        if had is None or name not in had:
+            shutil.rmtree(lib / name)
+    for name in had or []:
+        if not (lib / name).exists():
+            shutil.copytree(saved / "lib" / name, lib / name, symlinks=True)
+    if had is None and lib.is_dir():
+        lib.rmdir()
+
+
 def script(host) -> Path:
     return Path(host.hook_dir, "lxc.d", hook.HOOK_NAME)
 
 
 def test_check_mode_then_install_then_nothing_to_do(host):
-    wanted = hook.wanted_files(host.python, host.hook_dir, host.lib_dir)
+    tree = shipped.plan_tree(host.lib_dir, "hook", shipped.tree(hook.__name__))
     check = device.run_hook(True, host)
     assert check["changed"] is True
-    assert check["actions"] == [f"install {p}" for p in wanted], "libvirtd is not running: no reload planned"
+    assert check["actions"] == [f"install {tree.path}", f"install {script(host)}"], "libvirtd is not running"
     assert not Path(host.hook_dir).exists() and not Path(host.lib_dir).exists(), "check mode wrote something"
     real = device.run_hook(False, host)
     assert real["actions"] == check["actions"]
-    for path, (content, mode) in wanted.items():
-        assert Path(path).read_text(encoding="utf-8") == content
-        assert Path(path).stat().st_mode & 0o777 == mode
+    for rel, content in tree.files.items():
+        assert Path(tree.path, rel).read_text(encoding="utf-8") == content
+    assert script(host).read_text(encoding="utf-8") == device.hook_script(host.python, tree.path)
+    assert script(host).stat().st_mode & 0o777 == 0o755
     # The installed hook runs on its own, from the copied library, as libvirt runs it.
     ran = subprocess.run(
         [str(script(host)), "player1", "stopped", "end", "-"],
@@ -110,11 +138,14 @@ def test_hook_state_takes_no_target_or_rules(host):
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="writes /etc/libvirt/hooks: needs root")
-def test_module_installs_the_real_hook_idempotently():
+def test_module_installs_the_real_hook_idempotently(machine_hook_kept):
+    """Through Ansible: AnsiballZ packs hook.py's closure and the module reads it from the payload."""
     first = run_module("kiosk.lxc.cgroup_device", {"state": "hook"}, diff=True)
     assert first["_status"] in ("ok", "changed"), first.get("msg", first["_stdout"])
     real = script(device.Host())
-    assert real.read_text(encoding="utf-8") == hook.hook_script("/usr/bin/python3")
+    tree = shipped.plan_tree(shipped.LIB_ROOT, "hook", shipped.tree(hook.__name__))
+    assert real.read_text(encoding="utf-8") == device.hook_script("/usr/bin/python3", tree.path)
+    assert tree.write is None, "the payload's sources differ from this checkout's"
     assert run_module("kiosk.lxc.cgroup_device", {"state": "hook"}, check=True)["_status"] == "ok"
     second = run_module("kiosk.lxc.cgroup_device", {"state": "hook"})
     assert (second["_status"], second["actions"]) == ("ok", [])

@@ -27,12 +27,13 @@ def test_busybox_guest_boots_runs_init_and_goes_away(libvirt_conn, guest_name, b
 
 
 def test_device_cgroup_probe_tells_eperm_from_enxio(libvirt_conn, guest_name, busybox_rootfs):
-    """The cheap device-access assertion later tests build on (PLATFORM.md).
+    """The cheap device-access assertion later tests build on.
 
     An ALSA-major node with no driver behind it: the guest's device cgroup
     denies it (EPERM) until `c 116:N rwm` is allowed, then open() reaches the
-    kernel and fails with ENXIO. cgroup v1 only: on v2 the rule is libvirt's
-    BPF program, checked in the kiosk VM scenarios.
+    kernel and fails with ENXIO (docs/docsite/rst/guide_platform.rst, "Device
+    access"). cgroup v1 only: on v2 the rule is libvirt's BPF program, checked
+    in the kiosk VM scenarios.
     """
     root = busybox_rootfs(guestlib.probe_loop(["/probe/snd"]))
     guestlib.mknod_char(root / "probe" / "snd", 116, 77)

@@ -17,10 +17,12 @@ from pathlib import Path
 
 import play
 import pytest
-from agent_host import agent_host
-from ansible_collections.kiosk.lxc.plugins.module_utils.cgroup import hook
+from agent_host import agent_host, hook_host
+from ansible_collections.kiosk.lxc.plugins.module_utils.cgroup import device
+from ansible_collections.kiosk.lxc.plugins.module_utils.common import shipped
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
 from ansible_collections.kiosk.lxc.plugins.module_utils.hotplug import install
+from old_layout import install_old_agent, install_old_hook, old_collection
 
 PARAMS = {"uri": "lxc:///system", "state": "present", "rescan": 5.0, "log_file": None, "python": "/usr/bin/python3"}
 
@@ -68,9 +70,7 @@ def test_present_check_real_check_real_then_change_then_absent(host, tmp_path):
     gone = install.run(absent, False, host)
     assert gone["changed"] and "stop kiosk-lxc-hotplug" in gone["actions"]
     assert not install.alive(new_pid) and not os.path.exists(host.script)
-    lib = os.path.join(host.lib_dir, "ansible_collections/kiosk/lxc/plugins/module_utils")
-    assert not os.path.exists(f"{lib}/hotplug/agent.py")
-    assert os.path.exists(f"{lib}/cgroup/rules.py")  # the cgroup_device hook's share stays
+    assert shipped.installed(host.lib_dir, "agent") == []
     assert install.run(absent, False, host)["changed"] is False
 
 
@@ -86,27 +86,83 @@ def test_a_dead_agent_is_started_again(host, tmp_path):
     assert install.daemon_pid(host) not in (None, pid)
 
 
-def test_an_agent_older_than_a_module_it_shares_with_the_hook_is_restarted(host, tmp_path):
-    """The cgroup_device hook task installs the device cgroup modules the agent runs too (the same files).
-
-    Seen before the fix: after the hook task had written them, this module found every file as it wanted
-    it, reported no change, and the running agent kept the old code until its next restart.
-    """
+def test_installing_or_upgrading_the_hook_never_restarts_the_agent(host, tmp_path):
+    """Seen before the agent had a directory of its own: the hook task rewrote the device cgroup modules both
+    ran from, so the agent was older than its files and the next run restarted it for the hook's sake."""
     params = dict(PARAMS, log_file=str(tmp_path / "hotplug.log"))
     install.run(params, False, host)
     pid = install.daemon_pid(host)
     assert wait_log(tmp_path / "hotplug.log", "started: watching sound cards")
-    shared = install.module_path(host, "cgroup.rules")
-    hook.install({shared: (hook.module_source("cgroup.rules"), 0o644)}, [shared])  # what the hook task does
+    hooks = hook_host(tmp_path)
+    assert device.run_hook(False, hooks)["changed"]
+    Path(device.hook_path(hooks)).write_text("#!/bin/sh\nexit 0\n", encoding="utf-8")  # an older hook
+    assert device.run_hook(False, hooks)["actions"] == [f"install {device.hook_path(hooks)}"]
+    assert install.run(params, True, host)["changed"] is False
+    assert install.run(params, False, host)["changed"] is False
+    assert install.daemon_pid(host) == pid
+
+
+def test_an_agent_older_than_its_own_files_is_restarted(host, tmp_path):
+    """A run that wrote the agent's files and then failed before the restart: the next run finds every file
+    as it wants it, and restarts the agent because it started before them."""
+    params = dict(PARAMS, log_file=str(tmp_path / "hotplug.log"))
+    install.run(params, False, host)
+    pid = install.daemon_pid(host)
+    assert wait_log(tmp_path / "hotplug.log", "started: watching sound cards")
+    own = os.path.join(install.plan_tree(host).path, shipped.relpath(f"{shipped.PACKAGE}.cgroup.rules"))
+    time.sleep(0.05)
+    os.utime(own)  # written again, same content, after the agent started
 
     checked = install.run(params, True, host)
     assert checked["actions"] == ["restart kiosk-lxc-hotplug"]
-    assert f"changed since the agent started: {shared}" in checked["diff"]["before"]
+    assert f"changed since the agent started: {own}" in checked["diff"]["before"]
     assert install.daemon_pid(host) == pid
     again = install.run(params, False, host)
     assert again["actions"] == ["restart kiosk-lxc-hotplug"]
     assert install.daemon_pid(host) not in (None, pid) and not install.alive(pid)
     assert install.run(params, False, host)["changed"] is False  # the new agent is younger than its files
+
+
+def test_a_kiosk_installed_by_the_previous_layout_upgrades_cleanly(host, tmp_path):
+    """BASE's own installers (from git) put the hook and a running agent in the shared <lib>/python; today's
+    hook run moves the hook out without restarting the agent, today's agent run moves the agent out,
+    restarts it on its new code and removes the shared library; a second run changes nothing."""
+    params = dict(PARAMS, log_file=str(tmp_path / "hotplug.log"))
+    old = old_collection(tmp_path)
+    hooks = hook_host(tmp_path)
+    install_old_hook(old, hooks.hook_dir, hooks.lib_dir, hooks.python)
+    install_old_agent(old, host, params, start=True)
+    old_pid = install.daemon_pid(host)
+    legacy = os.path.join(host.lib_dir, shipped.LEGACY)
+    assert old_pid is not None and os.path.isdir(legacy)
+    assert wait_log(tmp_path / "hotplug.log", "started: watching sound cards")
+
+    assert device.run_hook(False, hooks)["changed"] and os.path.isdir(legacy)
+    assert install.daemon_pid(host) == old_pid
+
+    tree = install.plan_tree(host)
+    checked = install.run(params, True, host)
+    assert checked["actions"] == [
+        f"install {tree.path}",
+        f"install {host.script}",
+        "restart kiosk-lxc-hotplug",
+        f"remove {legacy}",
+    ]
+    assert install.daemon_pid(host) == old_pid and os.path.isdir(legacy)
+    real = install.run(params, False, host)
+    assert real["actions"] == checked["actions"]
+    new_pid = install.daemon_pid(host)
+    assert new_pid not in (None, old_pid) and not install.alive(old_pid)
+    assert not os.path.exists(legacy)
+    assert sorted(os.listdir(host.lib_dir)) == sorted(
+        [os.path.basename(tree.path), os.path.basename(shipped.installed(host.lib_dir, "hook")[0])]
+    )
+    with open(f"/proc/{new_pid}/cmdline", "rb") as fh:
+        assert host.script.encode() in fh.read()
+    assert install.run(params, True, host)["changed"] is False
+    assert install.run(params, False, host)["changed"] is False
+    assert device.run_hook(False, hooks)["changed"] is False
+    assert install.daemon_pid(host) == new_pid
 
 
 def test_unit_text_and_bad_input():

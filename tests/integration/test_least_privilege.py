@@ -8,8 +8,9 @@ the checks that can tell (mknod, capability bounding set) do succeed there,
 so the checks are not vacuous.
 
 The card is a host node of the ALSA major with no driver behind it
-(PLATFORM.md): open() gives ENXIO when the device cgroup and the file's
-owner allow it, EPERM when the cgroup denies, EACCES when its mode denies.
+(docs/docsite/rst/guide_platform.rst, "Device access"): open() gives ENXIO
+when the device cgroup and the file's owner allow it, EPERM when the cgroup
+denies, EACCES when its mode denies.
 Not covered here (no sound hardware and no kernel modules on this machine):
 sound actually playing, and insmod's EPERM - this kernel has no module
 support, so insmod fails with ENOSYS in every guest; the check then rests on

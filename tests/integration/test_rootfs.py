@@ -57,7 +57,7 @@ def test_check_real_check_then_nothing_to_do(tmp_path, image):
     assert (root / "etc" / "os-release").read_text() == "ID=kiosktest\n"
     assert (root / "dev" / "null").is_char_device()
     assert (root / "etc" / "systemd" / "network" / "80-kiosk-eth0.network").exists()
-    assert json.loads((root / ".kiosk-rootfs.json").read_text())["key"] == real["key"]
+    assert json.loads((root.parent / f".kiosk-rootfs-{root.name}.json").read_text())["key"] == real["key"]
     assert run_module("kiosk.lxc.rootfs", a, check=True)["_status"] == "ok"
     assert run_module("kiosk.lxc.rootfs", a)["_status"] == "ok"
 

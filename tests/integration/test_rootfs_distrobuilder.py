@@ -86,8 +86,10 @@ def args(cache, defn, **extra):
 
 
 def leftovers(cache):
-    """Everything in the cache dir but the lock files."""
-    return sorted(p.name for p in cache.iterdir() if not p.name.startswith(".lock-")) if cache.exists() else []
+    """Everything in the cache dir but the lock files and the records beside each rootfs."""
+    if not cache.exists():
+        return []
+    return sorted(p.name for p in cache.iterdir() if not p.name.startswith((".lock-", ".kiosk-rootfs-")))
 
 
 def test_build_then_cached_by_definition_content(tmp_path, tool):
@@ -105,7 +107,7 @@ def test_build_then_cached_by_definition_content(tmp_path, tool):
     assert (root / "etc" / "os-release").read_text() == "ID=kioskos\nVERSION_CODENAME=r1\n"
     assert (root / "etc" / "hostname").read_text() == "kioskos r1\n"
     assert (root / "bin").is_dir()
-    manifest = json.loads((root / ".kiosk-rootfs.json").read_text())
+    manifest = json.loads((root.parent / f".kiosk-rootfs-{root.name}.json").read_text())
     assert manifest["key"] == first["key"]
     assert manifest["method"] == "distrobuilder"
     assert manifest["definition"] == str(defn)
@@ -155,7 +157,7 @@ def test_changed_definition_content_is_rebuilt(tmp_path, tool):
     assert any(a.startswith(f"replace {cache / 'kiosk'}") for a in replaced["actions"]), replaced["actions"]
     root = cache / "kiosk"
     assert (root / "etc" / "os-release").read_text() == "ID=kioskos\nVERSION_CODENAME=r3\n"
-    assert json.loads((root / ".kiosk-rootfs.json").read_text())["key"] == replaced["key"]
+    assert json.loads((root.parent / f".kiosk-rootfs-{root.name}.json").read_text())["key"] == replaced["key"]
     assert not [n for n in leftovers(cache) if n.startswith(".build-")]
 
 

@@ -4,7 +4,8 @@ A busybox-static rootfs boots as a libvirt LXC guest in well under a second.
 Its init (a shell script) can write what it sees into /out, a directory of the
 rootfs the test reads from the host. Device probes run inside the guest, as
 children of its init, so they are in the guest's cgroup: a probe run with
-`virsh lxc-enter-namespace` or nsenter would not be (PLATFORM.md).
+`virsh lxc-enter-namespace` or nsenter would not be (docs/docsite/rst/guide_platform.rst,
+"Entering a guest's namespaces is not entering its cgroup").
 """
 
 from __future__ import annotations

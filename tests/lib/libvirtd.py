@@ -136,7 +136,8 @@ class PrivateDaemon:
 
     A holder process keeps a private mount namespace in which <root>/run, lib,
     cache, log and etc are bound over libvirt's directories (and, on a hybrid
-    cgroup host, the cgroup2 mount is removed: PLATFORM.md). libvirtd runs in
+    cgroup host, the cgroup2 mount is removed: docs/docsite/rst/guide_platform.rst,
+    "Hybrid cgroups break every start"). libvirtd runs in
     that namespace with its own pid file, so start(), kill(), start() gives the
     restarted daemon exactly the state the killed one left, and none of it is
     the machine's daemon's (its sockets, status files and definitions stay

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from ansible_collections.kiosk.lxc.plugins.module_utils.bridge import dnsmasq, firewall, netlink, persist
 from ansible_collections.kiosk.lxc.plugins.module_utils.bridge.spec import BridgeSpec, build_spec, check_host
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
+from ansible_collections.kiosk.lxc.plugins.module_utils.common.files import write_atomic
 
 TOOLS = ("ip", "sysctl", "nft", "iptables", "dnsmasq", "systemctl")
 FORWARD = "/proc/sys/net/ipv4/ip_forward"
@@ -211,7 +212,7 @@ def apply(spec: BridgeSpec, cur: State, p: Plan, host: Host, ipr) -> None:
             with open(host.forward_path, "w", encoding="ascii") as fh:
                 fh.write("1\n")
         elif kind == "file_write":
-            _write(*arg)
+            write_atomic(*arg, mode=0o644)
         elif kind == "file_remove":
             os.unlink(arg)
         elif kind == "systemctl":
@@ -225,15 +226,6 @@ def apply(spec: BridgeSpec, cur: State, p: Plan, host: Host, ipr) -> None:
                 _checked(run(["systemctl", "restart", unit]), spec.name, f"systemctl restart {unit} failed")
             else:
                 dnsmasq.start(run, spec, cur.tools.get("dnsmasq") or "dnsmasq")
-
-
-def _write(path: str, content: str) -> None:
-    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-    tmp = f"{path}.kiosk-tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(content)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
 
 
 def _checked(result, bridge: str, what: str) -> None:

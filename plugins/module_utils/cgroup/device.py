@@ -9,6 +9,8 @@ persistent definition only, so nothing else in the definition changes) and
 the libvirt hook (hook.py) is installed to apply them at every start.
 state=hook installs only that hook (run_hook), with no target: the host role
 puts it in place before libvirtd starts, so libvirtd runs it from the start.
+The hook's code is hook.py's import closure, in a directory of its own
+(common.shipped: LIB_ROOT/hook-<digest>); the hook script names it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 
 from ansible_collections.kiosk.lxc.plugins.module_utils.cgroup import cgroupfs, hook, persist, rules, systemd
 from ansible_collections.kiosk.lxc.plugins.module_utils.cgroup.v1 import V1Devices
+from ansible_collections.kiosk.lxc.plugins.module_utils.common import shipped
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
 
 try:
@@ -60,7 +63,9 @@ class Host:
     proc_devices: str = rules.PROC_DEVICES
     mountinfo: str = cgroupfs.MOUNTINFO
     hook_dir: str = hook.HOOK_DIR
-    lib_dir: str = hook.LIB_DIR
+    lib_dir: str = shipped.LIB_ROOT
+    # The launchers that may still name the old shared library (lib_dir/python); it goes when none does.
+    legacy_launchers: tuple = shipped.LEGACY_LAUNCHERS
     python: str = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
     pidfiles: tuple = LIBVIRTD_PIDFILES
     libvirt_socket: str = LIBVIRT_SOCKET
@@ -169,24 +174,46 @@ def plan(want: Desired, cur: Current, host: Host, majors) -> dict:
     return result
 
 
-def plan_hook(host: Host, only_if_running: bool = False) -> dict:
-    """The hook files to (re)write, and whether libvirtd must be reloaded to run the hook.
+def hook_path(host: Host) -> str:
+    return os.path.join(host.hook_dir, "lxc.d", hook.HOOK_NAME)
 
-    libvirtd finds a new hook only when it starts or reloads: it is reloaded when the hook
-    script is new. With only_if_running, a libvirtd that is not running is left alone (it
-    finds the hook when it starts).
+
+def hook_script(python: str, lib_dir: str) -> str:
+    return (
+        f"#!{python}\n"
+        "# Installed by kiosk.lxc.cgroup_device: re-applies the device rules stored in a guest's\n"
+        "# <metadata> when it starts. Never fails a start; see the log file in /var/log/libvirt.\n"
+        "import sys\n"
+        "sys.dont_write_bytecode = True\n"
+        f"sys.path.insert(0, {lib_dir!r})\n"
+        f"from {hook.__name__} import main\n"
+        "sys.exit(main())\n"
+    )
+
+
+def plan_hook(host: Host, only_if_running: bool = False) -> dict:
+    """The hook's directory and script to (re)write, what goes after, and whether libvirtd must be reloaded.
+
+    The directory is hook.py's import closure, named by its digest; the script names the directory,
+    so a new version of the code rewrites both. libvirtd finds a new hook only when it starts or
+    reloads: it is reloaded when the hook script is new. With only_if_running, a libvirtd that is not
+    running is left alone (it finds the hook when it starts).
     """
-    files = hook.wanted_files(host.python, host.hook_dir, host.lib_dir)
-    todo = hook.plan_install(files)
-    script = os.path.join(host.hook_dir, "lxc.d", hook.HOOK_NAME)
+    tree = shipped.plan_tree(host.lib_dir, "hook", shipped.tree(hook.__name__))
+    script = hook_path(host)
+    files = {script: (hook_script(host.python, tree.path), 0o755)}
+    todo = shipped.plan_files(files)
+    remove = tree.remove + shipped.legacy_unused(host.lib_dir, host.legacy_launchers, {script: files[script][0]})
     reload = script in todo and not os.path.exists(script)
     if reload and only_if_running:
         reload = libvirtd_running(host)
-    return {"hook_files": files, "hook": todo, "reload": reload}
+    steps = [f"{tree.write.replace('create', 'install')} {tree.path}"] if tree.write else []
+    steps += [f"install {p}" for p in todo] + [f"remove {p}" for p in remove]
+    return {"hook_plan": (tree, files, todo, remove), "hook": steps, "reload": reload}
 
 
 def hook_actions(result: dict) -> list[str]:
-    actions = [f"install {p}" for p in result["hook"]]
+    actions = list(result["hook"])
     if result.get("reload"):
         actions.append("reload libvirtd (SIGHUP) so that it runs the new hook")
     return actions
@@ -237,8 +264,12 @@ def apply(want: Desired, cur: Current, result: dict, host: Host) -> None:
 
 
 def apply_hook(result: dict, host: Host) -> None:
+    """The directory first, then the script that names it (each atomic), then the old directories."""
     if result["hook"]:
-        hook.install(result["hook_files"], result["hook"])
+        tree, files, todo, remove = result["hook_plan"]
+        shipped.write_tree(tree)
+        shipped.write_files(files, todo, "the libvirt hook")
+        shipped.remove_trees(remove)
     if result.get("reload"):
         _reload_libvirtd(host)
 
@@ -252,7 +283,9 @@ def run_hook(check_mode: bool, host: Host) -> dict:
     result = plan_hook(host, only_if_running=True)
     if not check_mode:
         apply_hook(result, host)
-    label = f"libvirt hook {os.path.join(host.hook_dir, 'lxc.d', hook.HOOK_NAME)}"
+    label = f"libvirt hook {hook_path(host)}"
+    tree, _files, _todo, remove = result["hook_plan"]
+    before = shipped.read_text(hook_path(host))
     return {
         "changed": bool(result["hook"]),
         "cgroup_version": None,
@@ -265,12 +298,19 @@ def run_hook(check_mode: bool, host: Host) -> dict:
         "actions": hook_actions(result),
         "warnings": [],
         "diff": {
-            "before": "".join(f"{p}\n" for p in result["hook_files"] if p not in result["hook"]),
-            "after": "".join(f"{p}\n" for p in result["hook_files"]),
-            "before_header": f"{label}: files in place",
-            "after_header": f"{label}: files in place",
+            "before": "".join(f"{p}\n" for p in _hook_dirs(host, remove)) + (before or ""),
+            "after": f"{tree.path}\n{hook_script(host.python, tree.path)}",
+            "before_header": f"{label}: library directories, then the script",
+            "after_header": f"{label}: library directories, then the script",
         },
     }
+
+
+def _hook_dirs(host: Host, remove: list[str]) -> list[str]:
+    """The hook's library directories now: its own, and the old shared one while the hook script names it."""
+    legacy = os.path.join(host.lib_dir, shipped.LEGACY)
+    named = repr(legacy) in (shipped.read_text(hook_path(host)) or "")
+    return sorted({*shipped.installed(host.lib_dir, "hook"), *([legacy] if named or legacy in remove else [])})
 
 
 def run(params: dict, conn, check_mode: bool, host: Host) -> dict:

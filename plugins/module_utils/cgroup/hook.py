@@ -20,14 +20,13 @@ module therefore reloads libvirtd (SIGHUP) when it installs the hook the
 first time.
 
 The hook is plain Python 3 from the standard library: the module copies
-this package (and common/) to LIB_DIR and the hook script imports it from
-there with the same absolute names.
+this file and what it imports (common.shipped.closure) to a directory of its
+own, LIB_ROOT/hook-<digest>, and the hook script imports it from there with
+the same absolute names (device.hook_script, device.plan_hook).
 """
 
 from __future__ import annotations
 
-import importlib
-import os
 import sys
 import time
 import xml.etree.ElementTree as ET
@@ -37,20 +36,7 @@ from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import Kio
 
 HOOK_DIR = "/etc/libvirt/hooks"
 HOOK_NAME = "50-kiosk-cgroup-device"
-LIB_DIR = "/usr/local/lib/kiosk-lxc/python"
 LOG_FILE = "/var/log/libvirt/kiosk-cgroup-device.log"
-PACKAGE = "ansible_collections.kiosk.lxc.plugins.module_utils"
-# What the hook imports, relative to PACKAGE.
-HOOK_MODULES = (
-    "common.errors",
-    "common.namespaces",
-    "cgroup.rules",
-    "cgroup.v1",
-    "cgroup.v2",
-    "cgroup.cgroupfs",
-    "cgroup.persist",
-    "cgroup.hook",
-)
 
 
 def log(message: str, log_file: str = LOG_FILE) -> None:
@@ -103,66 +89,3 @@ def main(argv: list[str] | None = None, stdin=None, log_file: str = LOG_FILE) ->
     except Exception as exc:  # a hook must never fail the guest's start
         log(f"guest {argv[1] if len(argv) > 1 else '?'}: hook error, nothing more applied: {exc!r}", log_file)
     return 0
-
-
-def hook_script(python: str, lib_dir: str = LIB_DIR) -> str:
-    return (
-        f"#!{python}\n"
-        "# Installed by kiosk.lxc.cgroup_device: re-applies the device rules stored in a guest's\n"
-        "# <metadata> when it starts. Never fails a start; see the log file in /var/log/libvirt.\n"
-        "import sys\n"
-        "sys.dont_write_bytecode = True\n"
-        f"sys.path.insert(0, {lib_dir!r})\n"
-        f"from {PACKAGE}.cgroup.hook import main\n"
-        "sys.exit(main())\n"
-    )
-
-
-def module_source(relname: str) -> str:
-    """The source of one of this collection's module_utils files (also from AnsiballZ's zip)."""
-    name = f"{PACKAGE}.{relname}"
-    mod = importlib.import_module(name)
-    source = mod.__loader__.get_source(name)
-    if source is None:
-        raise KioskError(f"The libvirt hook cannot be installed: no source for {name}")
-    return source
-
-
-def wanted_files(python: str, hook_dir: str = HOOK_DIR, lib_dir: str = LIB_DIR) -> dict[str, tuple[str, int]]:
-    """{path: (content, mode)} of everything the hook needs."""
-    files = {os.path.join(hook_dir, "lxc.d", HOOK_NAME): (hook_script(python, lib_dir), 0o755)}
-    for relname in HOOK_MODULES:
-        path = os.path.join(lib_dir, *PACKAGE.split("."), *relname.split(".")) + ".py"
-        files[path] = (module_source(relname), 0o644)
-    return files
-
-
-def _current(path: str) -> str | None:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return fh.read()
-    except OSError:
-        return None
-
-
-def plan_install(files: dict[str, tuple[str, int]]) -> list[str]:
-    """The paths whose content or mode differs from what the hook needs."""
-    todo = []
-    for path, (content, mode) in files.items():
-        if _current(path) != content or (os.stat(path).st_mode & 0o777) != mode:
-            todo.append(path)
-    return todo
-
-
-def install(files: dict[str, tuple[str, int]], paths: list[str]) -> None:
-    for path in paths:
-        content, mode = files[path]
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.kiosk-tmp"
-        try:
-            with open(tmp, "w", encoding="utf-8") as fh:
-                fh.write(content)
-            os.chmod(tmp, mode)
-            os.replace(tmp, path)
-        except OSError as exc:
-            raise KioskError(f"Installing the libvirt hook failed: {path}: {exc.strerror}") from exc

@@ -47,6 +47,15 @@ def write_at(dir_fd: int, name: str, content: str | bytes, *, mode: int = 0o644,
     os.fsync(dir_fd)
 
 
+def fsync_dir(path: str) -> None:
+    """Put a directory's entries (a rename into it, say) on disk."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_atomic(
     path: str, content: str | bytes, *, mode: int | None = 0o644, uid: int = -1, gid: int = -1, dir_mode: int = 0o755
 ) -> None:

@@ -54,7 +54,7 @@ class _OpenHow(ctypes.Structure):
     _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
 
 
-@functools.cache
+@functools.lru_cache(maxsize=1)
 def _syscall():
     libc = ctypes.CDLL(None, use_errno=True)
     libc.syscall.restype = ctypes.c_long
@@ -175,18 +175,24 @@ def read_at(dir_fd: int, name: str, shown: str) -> str | None:
         os.close(path_fd)
 
 
-def read_file(root: str, rel: str) -> str | None:
-    """The text of root/rel, None when it or a directory on the way is missing."""
+@contextlib.contextmanager
+def _parent(root: str, rel: str, **create):
+    """(an fd of rel's directory or None when missing, rel's last name, the path to show); create: open_dir's."""
     shown = os.path.join(root, rel)
     parent, name = _split(rel)
     with root_fd(root) as rfd:
-        dfd = open_dir(rfd, parent, shown=shown) if parent else os.dup(rfd)
-        if dfd is None:
-            return None
+        dfd = open_dir(rfd, parent, shown=shown, **create) if parent else os.dup(rfd)
         try:
-            return read_at(dfd, name, shown)
+            yield dfd, name, shown
         finally:
-            os.close(dfd)
+            if dfd is not None:
+                os.close(dfd)
+
+
+def read_file(root: str, rel: str) -> str | None:
+    """The text of root/rel, None when it or a directory on the way is missing."""
+    with _parent(root, rel) as (dfd, name, shown):
+        return read_at(dfd, name, shown) if dfd is not None else None
 
 
 def write_file(
@@ -199,33 +205,31 @@ def write_file(
     gid: int = -1,
     dir_mode: int = 0o755,
     check_mode: bool = False,
+    replace_link: bool = False,
 ) -> dict:
     """root/rel holding content (atomically, fsynced), directories made on the way (owner uid:gid, dir_mode).
 
     Returns {changed, before, after, path} for --diff; before is None for a
     new file. Check mode reads only. A file whose content is right but whose
-    mode or owner differs is rewritten.
+    mode or owner differs is rewritten. A link at rel itself is refused, or
+    with replace_link replaced by the file (the link is never followed).
     """
-    shown = os.path.join(root, rel)
-    parent, name = _split(rel)
-    with root_fd(root) as rfd:
-        if check_mode:
-            dfd = open_dir(rfd, parent, shown=shown) if parent else os.dup(rfd)
-        else:
-            dfd = (
-                open_dir(rfd, parent, create=True, mode=dir_mode, uid=uid, gid=gid, shown=shown)
-                if parent
-                else os.dup(rfd)
-            )
-        try:
-            before = read_at(dfd, name, shown) if dfd is not None else None
-            same = before == content and dfd is not None and _owned(dfd, name, mode, uid, gid)
-            if not same and not check_mode:
-                files.write_at(dfd, name, content, mode=mode, uid=uid, gid=gid)
-        finally:
-            if dfd is not None:
-                os.close(dfd)
+    create = {} if check_mode else {"create": True, "mode": dir_mode, "uid": uid, "gid": gid}
+    with _parent(root, rel, **create) as (dfd, name, shown):
+        if dfd is None:
+            return {"changed": True, "before": None, "after": content, "path": shown}
+        before = None if replace_link and _is_link(dfd, name) else read_at(dfd, name, shown)
+        same = before == content and _owned(dfd, name, mode, uid, gid)
+        if not same and not check_mode:
+            files.write_at(dfd, name, content, mode=mode, uid=uid, gid=gid)
     return {"changed": not same, "before": before, "after": content, "path": shown}
+
+
+def _is_link(dir_fd: int, name: str) -> bool:
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except FileNotFoundError:
+        return False
 
 
 def _owned(dir_fd: int, name: str, mode: int, uid: int, gid: int) -> bool:
@@ -235,17 +239,33 @@ def _owned(dir_fd: int, name: str, mode: int, uid: int, gid: int) -> bool:
 
 def remove_file(root: str, rel: str, *, check_mode: bool = False) -> str | None:
     """root/rel removed; its text before, None if missing. A link or a non-file there is refused, not followed."""
-    shown = os.path.join(root, rel)
-    parent, name = _split(rel)
-    with root_fd(root) as rfd:
-        dfd = open_dir(rfd, parent, shown=shown) if parent else os.dup(rfd)
-        if dfd is None:
-            return None
-        try:
-            before = read_at(dfd, name, shown)
-            if before is not None and not check_mode:
-                os.unlink(name, dir_fd=dfd)
-                os.fsync(dfd)
-            return before
-        finally:
-            os.close(dfd)
+    with _parent(root, rel) as (dfd, name, shown):
+        before = read_at(dfd, name, shown) if dfd is not None else None
+        if before is not None and not check_mode:
+            os.unlink(name, dir_fd=dfd)
+            os.fsync(dfd)
+        return before
+
+
+def make_link(root: str, rel: str, target: str, *, replace: bool = False) -> bool:
+    """A symlink root/rel -> target (the guest resolves it, never the host); whether one was made.
+
+    An existing entry is kept, or with replace removed first (a link there
+    is removed itself). Directories on the way are made (0755).
+    """
+    with _parent(root, rel, create=True) as (dfd, name, _shown):
+        if _exists(dfd, name):
+            if not replace:
+                return False
+            os.unlink(name, dir_fd=dfd)
+        os.symlink(target, name, dir_fd=dfd)
+        os.fsync(dfd)
+        return True
+
+
+def _exists(dir_fd: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True

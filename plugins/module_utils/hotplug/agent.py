@@ -32,6 +32,7 @@ import threading
 import time
 
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
+from ansible_collections.kiosk.lxc.plugins.module_utils.common.files import write_atomic
 from ansible_collections.kiosk.lxc.plugins.module_utils.hotplug import apply, plan
 from ansible_collections.kiosk.lxc.plugins.module_utils.hotplug import guests as guestlib
 from ansible_collections.kiosk.lxc.plugins.module_utils.sound import discovery
@@ -244,11 +245,7 @@ def timing(clock: dict | None, begun: float, parts: dict) -> str:
 
 
 def _write_pidfile(path: str) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="ascii") as fh:
-        fh.write(f"{os.getpid()}\n")
-    os.replace(tmp, path)
+    write_atomic(path, f"{os.getpid()}\n", mode=0o644)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,11 +8,16 @@
   (c MAJOR:MINOR rw), so another card on the same major stays closed.
 - Device nodes: made from the host through /proc/<guest init>/root (mknod
   inside a guest is denied), unless the guest's /dev/snd is a live bind of
-  the host's, where the host's own nodes come and go by themselves.
+  the host's, where the host's own nodes come and go by themselves. That
+  path is the guest's: it is resolved with common.guestfs (openat2, no link
+  followed) and the nodes are made, owned and removed relative to the fd of
+  the guest's /dev/snd, which must be a directory owned by root.
 - Sound server: run inside the guest with nsenter into the server
   process's namespaces, as its user, with its runtime directory. nsenter
-  does not move the command into the guest's cgroup (PLATFORM.md), which
-  is fine to talk to a server; nothing here probes a device that way.
+  does not move the command into the guest's cgroup (platform facts:
+  docs/docsite/rst/guide_platform.rst, "Entering a guest's namespaces is
+  not entering its cgroup"), which is fine to talk to a server; nothing
+  here probes a device that way.
 """
 
 from __future__ import annotations
@@ -24,11 +29,13 @@ import subprocess
 import time
 
 from ansible_collections.kiosk.lxc.plugins.module_utils.cgroup import cgroupfs, rules
+from ansible_collections.kiosk.lxc.plugins.module_utils.common import guestfs
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
 from ansible_collections.kiosk.lxc.plugins.module_utils.hotplug import guests as guestlib
 
 GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 COMMAND_TIMEOUT = 10
+SND_SHOWN = "/dev/snd in the guest"
 _MODULE_LINE_RE = re.compile(r"^(\d+)\s+module-alsa-card\s+(.*)$")
 _DEVICE_ID_RE = re.compile(r"""\bdevice_id=["']?(\d+)["']?""")
 
@@ -113,63 +120,110 @@ def _map_id(value: int, map_path: str, inward: bool) -> int:
     return value
 
 
-def live_bind(init: int, dev_dir: str) -> bool:
+def _guest_snd(init: int, create: bool) -> int | None:
+    """An fd of the guest's /dev/snd, resolved inside the guest's root (common.guestfs), or None if missing.
+
+    A link on the way is refused, and so is a /dev/snd not owned by host
+    root: libvirt makes it root's, and one the guest's root made (under an
+    idmap, a uid of the guest's range) is the guest's to play with.
+    """
+    with guestfs.root_fd(f"/proc/{init}/root") as rfd:
+        fd = guestfs.open_dir(rfd, "dev/snd", create=create, mode=0o755, uid=0, gid=0, shown=SND_SHOWN)
+    if fd is not None and os.fstat(fd).st_uid != 0:
+        uid = os.fstat(fd).st_uid
+        os.close(fd)
+        raise guestfs.GuestPathError(f"{SND_SHOWN}: owned by uid {uid}, not root; refused", path=SND_SHOWN)
+    return fd
+
+
+def _is_live_bind(snd_fd: int, dev_dir: str) -> bool:
     """Whether the guest's /dev/snd is the host's own snd directory (a bind), so nodes appear by themselves."""
     try:
-        theirs = os.stat(f"/proc/{init}/root/dev/snd")
         ours = os.stat(os.path.join(dev_dir, "snd"))
     except OSError:
         return False
+    theirs = os.fstat(snd_fd)
     return (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
 
 
+def _char_at(snd_fd: int, name: str) -> os.stat_result | None:
+    try:
+        return os.stat(name, dir_fd=snd_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def _own_node(snd_fd: int, name: str, rdev: int, *, mode: int, uid: int, gid: int) -> None:
+    """Owner and mode of the node just made, set on that very inode (an O_PATH fd: no link, no race)."""
+    fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=snd_fd)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISCHR(st.st_mode) or st.st_rdev != rdev:
+            raise guestfs.GuestPathError(f"/dev/snd/{name} in the guest: replaced while it was made; refused")
+        os.chown(f"/proc/self/fd/{fd}", uid, gid)
+        os.chmod(f"/proc/self/fd/{fd}", mode)
+    finally:
+        os.close(fd)
+
+
 def make_nodes(init: int, nodes: list[dict], dev_dir: str) -> list[str]:
-    """The nodes in the guest's /dev/snd, owned and moded like the host's (ids through the guest's map)."""
-    if live_bind(init, dev_dir):
+    """The nodes in the guest's /dev/snd, owned and moded like the host's (ids through the guest's map).
+
+    Every step works on a directory fd of the guest's /dev/snd: nothing the
+    guest planted there (links, a /dev/snd that is a link) is followed.
+    """
+    snd = _guest_snd(init, create=False)
+    if snd is not None and _is_live_bind(snd, dev_dir):
+        os.close(snd)
         return []
-    snd = f"/proc/{init}/root/dev/snd"
-    os.makedirs(snd, mode=0o755, exist_ok=True)
+    if snd is None:
+        snd = _guest_snd(init, create=True)
     made = []
-    for node in nodes:
-        path = os.path.join(snd, node["name"])
-        rdev = os.makedev(node["major"], node["minor"])
-        try:
-            st = os.lstat(path)
-            if stat.S_ISCHR(st.st_mode) and st.st_rdev == rdev:
-                continue
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-        try:
-            host = os.stat(node["path"])
-            mode, uid, gid = stat.S_IMODE(host.st_mode), host.st_uid, host.st_gid
-        except OSError:
-            mode, uid, gid = 0o660, 0, 0
-        os.mknod(path, mode | stat.S_IFCHR, rdev)
-        os.chown(
-            path,
-            _map_id(uid, f"/proc/{init}/uid_map", inward=False),
-            _map_id(gid, f"/proc/{init}/gid_map", inward=False),
-        )
-        os.chmod(path, mode)
-        made.append(f"mknod /dev/snd/{node['name']} in the guest")
+    try:
+        for node in nodes:
+            name = node["name"]
+            rdev = os.makedev(node["major"], node["minor"])
+            st = _char_at(snd, name)
+            if st is not None:
+                if stat.S_ISCHR(st.st_mode) and st.st_rdev == rdev:
+                    continue
+                os.unlink(name, dir_fd=snd)  # a link or a file the guest put there: the entry itself goes
+            try:
+                host = os.stat(node["path"])
+                mode, uid, gid = stat.S_IMODE(host.st_mode), host.st_uid, host.st_gid
+            except OSError:
+                mode, uid, gid = 0o660, 0, 0
+            os.mknod(name, 0o600 | stat.S_IFCHR, rdev, dir_fd=snd)
+            _own_node(
+                snd,
+                name,
+                rdev,
+                mode=mode,
+                uid=_map_id(uid, f"/proc/{init}/uid_map", inward=False),
+                gid=_map_id(gid, f"/proc/{init}/gid_map", inward=False),
+            )
+            made.append(f"mknod /dev/snd/{name} in the guest")
+    finally:
+        os.close(snd)
     return made
 
 
 def remove_nodes(init: int, nodes: list[dict], dev_dir: str) -> list[str]:
     """The nodes the agent made in the guest, removed (a live bind is left to the host)."""
-    if live_bind(init, dev_dir):
+    snd = _guest_snd(init, create=False)
+    if snd is None:
         return []
     removed = []
-    for node in nodes:
-        path = f"/proc/{init}/root/dev/snd/{node['name']}"
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            continue
-        if stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(node["major"], node["minor"]):
-            os.unlink(path)
-            removed.append(f"remove /dev/snd/{node['name']} in the guest")
+    try:
+        if _is_live_bind(snd, dev_dir):
+            return []
+        for node in nodes:
+            st = _char_at(snd, node["name"])
+            if st is not None and stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(node["major"], node["minor"]):
+                os.unlink(node["name"], dir_fd=snd)
+                removed.append(f"remove /dev/snd/{node['name']} in the guest")
+    finally:
+        os.close(snd)
     return removed
 
 
@@ -271,8 +325,8 @@ def apply_action(action: dict, dev_dir: str = "/dev", run=run_command) -> tuple[
         steps += [_rules_step("allow", written, path)] if written else []
         try:
             steps += make_nodes(init, action["nodes"] + action["shared"], dev_dir)
-        except OSError:
-            undo_grant(action["pid"], written)  # a failed attach leaves the guest as it was
+        except (OSError, KioskError):
+            undo_grant(action["pid"], written)  # a failed attach (a refused /dev/snd too) leaves the guest as it was
             raise
         device = time.monotonic()
         steps += tell_servers(init, "attach", action["card"], run)

@@ -2,18 +2,20 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """kiosk.lxc.hotplug_agent: install the agent and keep it running (read -> desired -> plan -> apply).
 
-The agent's code is this collection's own module_utils, copied to LIB_DIR
-with the same absolute names - the way the cgroup_device hook ships (and
-with its helpers: cgroup.hook.module_source/plan_install/install) - plus a
-start script that runs it with the host's /usr/bin/python3. Where systemd
+The agent's code is agent.py's import closure over this collection's
+module_utils (common.shipped), copied with the same absolute names to a
+directory of its own, LIB_ROOT/agent-<digest> - the way the cgroup_device
+hook ships in LIB_ROOT/hook-<digest> - plus a start script that names that
+directory and runs the agent with the host's /usr/bin/python3. Where systemd
 runs, a unit starts it at boot and restarts it; elsewhere the module starts
 it as a daemon with a pid file (nothing restarts it after a reboot there
-until the host role runs again). Any change of a file restarts a running
-agent, so the new code or options take effect - also a change another task
-made: the cgroup_device hook installs the device cgroup modules the agent
-shares with it, so a running agent older than any of its files (their
-mtime after the process's start) is restarted even when this module finds
-every file as it wants it.
+until the host role runs again). A change of the agent's own files (its
+directory, script or unit) restarts a running agent, so the new code or
+options take effect; the hook's files are no concern of it. A running agent
+older than any of its own files (their mtime after the process's start: a
+run that wrote them and then failed to restart it) is restarted even when
+this module finds every file as it wants it. The old directory goes after
+the restart.
 """
 
 from __future__ import annotations
@@ -26,30 +28,16 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-from ansible_collections.kiosk.lxc.plugins.module_utils.cgroup import hook
+from ansible_collections.kiosk.lxc.plugins.module_utils.common import shipped
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
 
-# Imported only so that Ansible packs the agent's modules into the module's payload (module_source reads them).
-from ansible_collections.kiosk.lxc.plugins.module_utils.hotplug import agent as _agent  # noqa: F401
+# The entry point: imported, so that AnsiballZ packs it and what it imports into the module's payload.
+from ansible_collections.kiosk.lxc.plugins.module_utils.hotplug import agent
 
 NAME = "kiosk-lxc-hotplug"
 SCRIPT = f"/usr/local/sbin/{NAME}"
 UNIT = f"/etc/systemd/system/{NAME}.service"
 PIDFILE = f"/run/{NAME}.pid"
-# What the agent imports, relative to hook.PACKAGE: the device cgroup code the hook ships too
-# (without the hook's own persistence), and its own.
-AGENT_MODULES = (
-    *(m for m in hook.HOOK_MODULES if m not in ("cgroup.persist", "cgroup.hook")),
-    "sound.select",
-    "sound.discovery",
-    "sound.plan",
-    "hotplug.plan",
-    "hotplug.guests",
-    "hotplug.apply",
-    "hotplug.agent",
-)
-# Removed with state=absent: what the cgroup hook does not need too.
-OWN_MODULES = tuple(m for m in AGENT_MODULES if m not in hook.HOOK_MODULES)
 START_TIMEOUT = 10.0
 
 
@@ -58,7 +46,9 @@ class Host:
     """Where things go; tests hand in their own."""
 
     run: object = None
-    lib_dir: str = hook.LIB_DIR
+    lib_dir: str = shipped.LIB_ROOT
+    # The launchers that may still name the old shared library (lib_dir/python); it goes when none does.
+    legacy_launchers: tuple = shipped.LEGACY_LAUNCHERS
     script: str = SCRIPT
     unit: str = UNIT
     pidfile: str = PIDFILE
@@ -80,7 +70,7 @@ def script_text(python: str, lib_dir: str, args: list[str]) -> str:
         "import sys\n"
         "sys.dont_write_bytecode = True\n"
         f"sys.path.insert(0, {lib_dir!r})\n"
-        f"from {hook.PACKAGE}.hotplug.agent import main\n"
+        f"from {agent.__name__} import main\n"
         f"sys.exit(main({args!r} + sys.argv[1:]))\n"
     )
 
@@ -107,21 +97,20 @@ def unit_text(script: str) -> str:
     )
 
 
-def wanted_files(params: dict, host: Host) -> dict[str, tuple[str, int]]:
-    files = {host.script: (script_text(params["python"], host.lib_dir, agent_args(params)), 0o755)}
+def wanted_files(params: dict, host: Host, tree: shipped.Tree) -> dict[str, tuple[str, int]]:
+    """The script (naming the agent's directory) and the unit: {path: (content, mode)}."""
+    files = {host.script: (script_text(params["python"], tree.path, agent_args(params)), 0o755)}
     if host.systemd:
         files[host.unit] = (unit_text(host.script), 0o644)
-    for relname in AGENT_MODULES:
-        files[module_path(host, relname)] = (hook.module_source(relname), 0o644)
     return files
 
 
-def module_path(host: Host, relname: str) -> str:
-    return os.path.join(host.lib_dir, *hook.PACKAGE.split("."), *relname.split(".")) + ".py"
+def plan_tree(host: Host) -> shipped.Tree:
+    return shipped.plan_tree(host.lib_dir, "agent", shipped.tree(agent.__name__))
 
 
 def owned_paths(host: Host) -> list[str]:
-    return [host.script, host.unit, *(module_path(host, relname) for relname in OWN_MODULES)]
+    return [p for p in (host.script, host.unit, *shipped.installed(host.lib_dir, "agent")) if os.path.lexists(p)]
 
 
 # ---------------------------------------------------------------- running state
@@ -183,13 +172,20 @@ def started_at(pid: int) -> float | None:
 
 
 def newer_than_agent(host: Host) -> list[str]:
-    """The agent's script and modules changed on disk since the running agent started (it runs older code)."""
+    """The agent's own files changed on disk since the running agent started (it runs older code).
+
+    Its script, unit and the files of the directory the script names; the hook's are no concern of it.
+    """
     pid = agent_pid(host)
     start = started_at(pid) if pid else None
     if start is None:
         return []
     tick = 1.0 / os.sysconf("SC_CLK_TCK")
-    paths = [host.script, *(module_path(host, relname) for relname in AGENT_MODULES)]
+    paths = [host.script, host.unit]
+    script = shipped.read_text(host.script) or ""
+    lib = next((p for p in shipped.installed(host.lib_dir, "agent") if repr(p) in script), None)
+    if lib is not None:
+        paths += sorted(os.path.join(root, n) for root, _dirs, names in os.walk(lib) for n in names)
     newer = []
     for path in paths:
         try:
@@ -220,38 +216,45 @@ def read(host: Host) -> dict:
     return {
         "running": running,
         "enabled": is_enabled(host),
-        "present": [p for p in owned_paths(host) if os.path.lexists(p)],
+        "present": owned_paths(host),
         "newer": newer_than_agent(host) if running else [],
     }
 
 
 def plan(params: dict, current: dict, host: Host) -> dict:
+    """What to write, run and remove, in that order: the old directories go once the new agent runs."""
     if params["state"] == "absent":
         steps = []
         if current["running"]:
             steps.append("stop")
         if host.systemd and current["enabled"] and os.path.exists(host.unit):
             steps.append("disable")
-        return {"files": {}, "install": [], "remove": current["present"], "steps": steps}
-    files = wanted_files(params, host)
-    install = hook.plan_install(files)
+        remove = current["present"] + shipped.legacy_unused(host.lib_dir, host.legacy_launchers, {host.script: None})
+        return {"tree": None, "files": {}, "install": [], "remove": remove, "steps": steps}
+    tree = plan_tree(host)
+    files = wanted_files(params, host, tree)
+    install = shipped.plan_files(files)
     steps = []
     if host.systemd:
         if host.unit in install:
             steps.append("daemon-reload")
         if not current["enabled"] or host.unit in install:
             steps.append("enable")
-    if current["running"] and (install or current.get("newer")):
+    if current["running"] and (tree.write or install or current.get("newer")):
         steps.append("restart")
     elif not current["running"]:
         steps.append("start")
-    return {"files": files, "install": install, "remove": [], "steps": steps}
+    after = {host.script: files[host.script][0]}
+    remove = tree.remove + shipped.legacy_unused(host.lib_dir, host.legacy_launchers, after)
+    return {"tree": tree, "files": files, "install": install, "remove": remove, "steps": steps}
 
 
 def actions_of(result: dict) -> list[str]:
-    actions = [f"install {p}" for p in result["install"]]
-    actions += [f"remove {p}" for p in result["remove"]]
-    return actions + [f"{step} {NAME}" for step in result["steps"]]
+    tree = result["tree"]
+    actions = [f"{tree.write.replace('create', 'install')} {tree.path}"] if tree is not None and tree.write else []
+    actions += [f"install {p}" for p in result["install"]]
+    actions += [f"{step} {NAME}" for step in result["steps"]]
+    return actions + [f"remove {p}" for p in result["remove"]]
 
 
 def _start_daemon(host: Host) -> None:
@@ -307,10 +310,9 @@ def apply(result: dict, host: Host) -> None:
             _stop_daemon(host)
     if "disable" in result["steps"]:
         _systemd_step(host, "disable")
-    for path in result["remove"]:
-        os.unlink(path)
-    if result["install"]:
-        hook.install(result["files"], result["install"])
+    if result["tree"] is not None:
+        shipped.write_tree(result["tree"])
+    shipped.write_files(result["files"], result["install"], "the hotplug agent")
     for step in ("daemon-reload", "enable", "restart", "start"):
         if step not in result["steps"]:
             continue
@@ -320,6 +322,12 @@ def apply(result: dict, host: Host) -> None:
             if step == "restart":
                 _stop_daemon(host)
             _start_daemon(host)
+    for path in result["remove"]:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shipped.remove_trees([path])
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
 
 def run(params: dict, check_mode: bool, host: Host) -> dict:
@@ -330,15 +338,15 @@ def run(params: dict, check_mode: bool, host: Host) -> dict:
         apply(result, host)
     actions = actions_of(result)
     present = params["state"] == "present"
-    after = sorted(set(current["present"]) | set(result["install"]) if present else [])
-    after = [p for p in after if p in owned_paths(host)]
+    after = sorted([result["tree"].path, *result["files"]]) if present else []
+    before = sorted(set(current["present"]) | set(result["remove"]))
     return {
         "changed": bool(actions),
         "actions": actions,
         "service": "systemd" if host.systemd else "daemon",
         "running": present,
         "diff": {
-            "before": f"running: {current['running']}\nfiles: {', '.join(sorted(current['present'])) or 'none'}\n"
+            "before": f"running: {current['running']}\nfiles: {', '.join(before) or 'none'}\n"
             + (f"changed since the agent started: {', '.join(current['newer'])}\n" if current["newer"] else ""),
             "after": f"running: {present}\nfiles: {', '.join(after) or 'none'}\n",
             "before_header": NAME,

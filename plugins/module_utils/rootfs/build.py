@@ -6,9 +6,18 @@ A rootfs is named by what defines it (method, release, architecture, mirror,
 packages, image checksum, guest OS configuration): the same definition maps to
 the same directory, so a second run finds it and does nothing. A build goes
 into a hidden sibling directory and is renamed into place only when complete,
-with a manifest written inside it; a killed build leaves only the hidden
+with its record written beside it; a killed build leaves only the hidden
 directory, which the next run removes and redoes. A lock file serialises
 concurrent runs on one host.
+
+The record (`.kiosk-rootfs-<name>.json` in the cache directory, owned by
+host root) says which definition the directory was built from. It lives
+outside the rootfs: a clone is a guest's own root, and a record inside it
+(`/.kiosk-rootfs.json`, where 0.1 kept it) is the guest's to rewrite or
+delete, which made the next run stop or wipe the guest's state by
+re-cloning. Such an old record is read once, through common.guestfs (no
+link followed), and moved out (`adopt`); a clone directory with no record
+at all is refused, never replaced.
 """
 
 from __future__ import annotations
@@ -23,9 +32,11 @@ import re
 import shutil
 import tarfile
 
+from ansible_collections.kiosk.lxc.plugins.module_utils.common import files, guestfs
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
 from ansible_collections.kiosk.lxc.plugins.module_utils.rootfs import idmap as idmaplib
 
+# Where kiosk.lxc 0.1 kept the record: inside the rootfs, in the guest's reach. Read only to adopt it.
 MANIFEST = ".kiosk-rootfs.json"
 FORMAT_VERSION = 2
 METHODS = ("debootstrap", "image", "distrobuilder", "clone")
@@ -112,7 +123,8 @@ def desired(params: dict) -> dict:
         src = params.get("src") or ""
         base = read_manifest(src) if src else None
         if base is None:
-            raise KioskError(f"src: {src or '(none)'} is not a rootfs built by kiosk.lxc.rootfs (no {MANIFEST})")
+            where = record_path(src) if src else "its record"
+            raise KioskError(f"src: {src or '(none)'} is not a rootfs built by kiosk.lxc.rootfs (no {where})")
         hostname = params.get("hostname") or name
         if not re.match(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$", hostname or ""):
             raise KioskError(f"hostname: '{hostname}' is not a valid host name")
@@ -153,12 +165,56 @@ def cache_key(d: dict) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def read_manifest(path: str) -> dict | None:
+def record_path(path: str) -> str:
+    """The record of the rootfs directory path: beside it, out of the guest's reach."""
+    path = os.path.normpath(path)
+    return os.path.join(os.path.dirname(path), f".kiosk-rootfs-{os.path.basename(path)}.json")
+
+
+def _read_json(text: str | None) -> dict | None:
     try:
-        with open(os.path.join(path, MANIFEST), encoding="utf-8") as fh:
-            return json.load(fh)
-    except (OSError, ValueError):
+        value = json.loads(text) if text is not None else None
+    except ValueError:
         return None
+    return value if isinstance(value, dict) else None
+
+
+def read_record(path: str) -> tuple[dict | None, bool]:
+    """(the record of the rootfs at path or None, whether it is an old one still inside the rootfs).
+
+    A record counts only beside a directory that exists (a build writes the
+    record, then renames its directory into place).
+    """
+    if not os.path.isdir(path):
+        return None, False
+    try:
+        with open(record_path(path), encoding="utf-8") as fh:
+            return _read_json(fh.read()), False
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return None, False
+    try:
+        legacy = _read_json(guestfs.read_file(path, MANIFEST))
+    except (guestfs.GuestPathError, OSError):
+        legacy = None  # a link planted where 0.1 kept it: no record
+    return legacy, legacy is not None
+
+
+def read_manifest(path: str) -> dict | None:
+    """The definition the rootfs at path was built from, or None."""
+    return read_record(path)[0]
+
+
+def write_record(path: str, d: dict) -> None:
+    files.write_atomic(record_path(path), json.dumps(d, indent=2, sort_keys=True) + "\n", mode=0o644)
+
+
+def adopt(path: str, record: dict) -> None:
+    """An old record inside the rootfs, moved beside it (the rootfs itself is left as it is)."""
+    write_record(path, record)
+    with contextlib.suppress(guestfs.GuestPathError, FileNotFoundError):
+        guestfs.remove_file(path, MANIFEST)
 
 
 def plan(cache_dir: str, d: dict, state: str = "present", binfmt_dir: str = BINFMT_DIR) -> dict:
@@ -167,7 +223,7 @@ def plan(cache_dir: str, d: dict, state: str = "present", binfmt_dir: str = BINF
     ``binfmt_dir`` is where the kernel's binfmt_misc entries are read (a foreign-arch build needs one).
     """
     final = os.path.join(cache_dir, d["name"])
-    manifest = read_manifest(final)
+    manifest, legacy = read_record(final)
     current = manifest.get("key") if manifest else None
     stale = sorted(e for e in _list(cache_dir) if e.startswith(f".build-{d['name']}-"))
     actions = [f"remove interrupted build {os.path.join(cache_dir, s)}" for s in stale]
@@ -175,6 +231,8 @@ def plan(cache_dir: str, d: dict, state: str = "present", binfmt_dir: str = BINF
         if os.path.exists(final):
             actions.append(f"remove {final}")
         return _result(actions, final, current, None)
+    if legacy:
+        actions.append(f"move the record of {final} out of it to {record_path(final)}")
     if current == d["key"]:
         return _result(actions, final, current, d["key"])
     if d["method"] == "clone" and manifest is not None and manifest.get("idmap") != d.get("idmap"):
@@ -185,6 +243,11 @@ def plan(cache_dir: str, d: dict, state: str = "present", binfmt_dir: str = BINF
     if d["method"] == "clone" and manifest is not None:
         # A guest's own rootfs holds the guest's state: never replaced behind its back.
         return _result(actions, final, current, current)
+    if d["method"] == "clone" and os.path.lexists(final):
+        raise KioskError(
+            f"name: {final} exists and has no record {record_path(final)}; it may hold a guest's state,"
+            " so it is not replaced by a new clone (remove it to re-clone)"
+        )
     if d["method"] == "debootstrap" and d["arch"] != host_deb_arch():
         _check_binfmt(d["arch"], binfmt_dir)  # before anything is touched, and in check mode too
     if d["method"] == "distrobuilder" and not shutil.which("distrobuilder"):
@@ -233,7 +296,12 @@ def apply(cache_dir: str, d: dict, run, state: str = "present", fetch=None) -> d
                 shutil.rmtree(os.path.join(cache_dir, entry), ignore_errors=True)
         if state == "absent":
             shutil.rmtree(final, ignore_errors=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(record_path(final))
             return p
+        manifest, legacy = read_record(final)
+        if legacy:
+            adopt(final, manifest)
         if not p["changed"] or p["before"] == p["after"]:
             return p
         work = os.path.join(cache_dir, f".build-{d['name']}-{os.getpid()}")
@@ -242,15 +310,16 @@ def apply(cache_dir: str, d: dict, run, state: str = "present", fetch=None) -> d
             BUILDERS[d["method"]](work, d, run, fetch)
             if d["method"] != "clone":
                 configure(work, d, run)
-            with open(os.path.join(work, MANIFEST), "w", encoding="utf-8") as fh:
-                json.dump(d, fh, indent=2, sort_keys=True)
-            if os.path.exists(final):
+            # The record first, then the directory: a record counts only beside its directory,
+            # so a build killed in between is redone, never taken for finished.
+            old = None
+            if os.path.lexists(final):
                 old = f"{work}.old"
                 os.rename(final, old)
-                os.rename(work, final)
+            write_record(final, d)
+            os.rename(work, final)
+            if old:
                 shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.rename(work, final)
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
             raise
@@ -265,11 +334,17 @@ def plan_pack(path: str) -> list[str]:
     """The action that packs a rootfs as <path>.tar.xz, unless that tarball is there and newer."""
     tarball = tarball_path(path)
     try:
-        if os.stat(tarball).st_mtime >= os.stat(os.path.join(path, MANIFEST)).st_mtime:
+        if os.stat(tarball).st_mtime >= os.stat(_record_file(path)).st_mtime:
             return []
     except FileNotFoundError:
         pass
     return [f"pack {tarball}"]
+
+
+def _record_file(path: str) -> str:
+    """The record's file, beside the rootfs (or inside it, for one built before records moved out)."""
+    outside = record_path(path)
+    return outside if os.path.exists(outside) else os.path.join(path, MANIFEST)
 
 
 def pack(path: str, run) -> tuple[str, str]:
@@ -409,16 +484,14 @@ def _clone(work: str, d: dict, run, _fetch=None) -> None:
 
     Which of the two it was is recorded as "cow" in the clone's manifest (not in its key).
     """
-    d["cow"] = reflinks(os.path.join(d["src"], MANIFEST), work, run)
+    d["cow"] = reflinks(_record_file(d["src"]), work, run)
     run(["cp", "-a", "--reflink=auto", "--", os.path.join(d["src"], "."), work])
     with contextlib.suppress(FileNotFoundError):
-        os.unlink(os.path.join(work, MANIFEST))
-    etc = os.path.join(work, "etc")
-    os.makedirs(etc, exist_ok=True)
-    with open(os.path.join(etc, "hostname"), "w", encoding="utf-8") as fh:
-        fh.write(d["hostname"] + "\n")
-    with open(os.path.join(etc, "hosts"), "w", encoding="utf-8") as fh:
-        fh.write(f"127.0.0.1\tlocalhost\n127.0.1.1\t{d['hostname']}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+        os.unlink(os.path.join(work, MANIFEST))  # a base built before records moved out
+    # Written through guestfs: a link the base holds at these names is replaced, never followed.
+    guestfs.write_file(work, "etc/hostname", d["hostname"] + "\n", replace_link=True)
+    hosts = f"127.0.0.1\tlocalhost\n127.0.1.1\t{d['hostname']}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+    guestfs.write_file(work, "etc/hosts", hosts, replace_link=True)
     if d.get("idmap"):
         idmaplib.shift(work, d["idmap"])
 
@@ -427,24 +500,14 @@ BUILDERS = {"debootstrap": _debootstrap, "image": _image, "distrobuilder": _dist
 
 
 def configure(root: str, d: dict, run) -> None:
-    """The guest OS settings every guest of this rootfs shares."""
+    """The guest OS settings every guest of this rootfs shares (written through guestfs: no link followed)."""
     if d["networkd"]:
-        netdir = os.path.join(root, "etc", "systemd", "network")
-        os.makedirs(netdir, exist_ok=True)
-        with open(os.path.join(netdir, "80-kiosk-eth0.network"), "w", encoding="utf-8") as fh:
-            fh.write(NETWORKD_UNIT)
-        wants = os.path.join(root, "etc", "systemd", "system", "multi-user.target.wants")
-        os.makedirs(wants, exist_ok=True)
+        guestfs.write_file(root, "etc/systemd/network/80-kiosk-eth0.network", NETWORKD_UNIT, replace_link=True)
         for unit in ("systemd-networkd.service", "systemd-resolved.service"):
-            link = os.path.join(wants, unit)
-            if not os.path.lexists(link):
-                os.symlink(f"/lib/systemd/system/{unit}", link)
+            guestfs.make_link(root, f"etc/systemd/system/multi-user.target.wants/{unit}", f"/lib/systemd/system/{unit}")
         # The resolver is the one networkd feeds from the lease (the bridge's dnsmasq),
         # never the build host's resolv.conf.
-        resolv = os.path.join(root, "etc", "resolv.conf")
-        if os.path.lexists(resolv):
-            os.unlink(resolv)
-        os.symlink("../run/systemd/resolve/stub-resolv.conf", resolv)
+        guestfs.make_link(root, "etc/resolv.conf", "../run/systemd/resolve/stub-resolv.conf", replace=True)
     if d["user"]:
         run(["chroot", root, "sh", "-c",
              f"getent group audio >/dev/null || groupadd -r audio; "
@@ -452,6 +515,6 @@ def configure(root: str, d: dict, run) -> None:
         if d["networkd"] and d["audio"] != "none":
             # Lingering: the user's own systemd, and with it the sound server, starts at
             # boot without anybody logging in, as a kiosk needs.
-            linger = os.path.join(root, "var", "lib", "systemd", "linger")
-            os.makedirs(linger, exist_ok=True)
-            open(os.path.join(linger, d["user"]), "a", encoding="utf-8").close()
+            linger = f"var/lib/systemd/linger/{d['user']}"
+            if guestfs.read_file(root, linger) is None:
+                guestfs.write_file(root, linger, "")

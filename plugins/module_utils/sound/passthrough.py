@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
+from ansible_collections.kiosk.lxc.plugins.module_utils.common.guestfs import GuestPathError
 from ansible_collections.kiosk.lxc.plugins.module_utils.domain.manage import (
     edit_definition,
     read_guest,
@@ -128,12 +129,13 @@ def ensure(conn, params: dict, *, check_mode: bool = False, context=None, proc_r
             f"Guest '{params['domain']}': profile sysfs writes a systemd-networkd drop-in into"
             " the guest's root filesystem, and the guest has none of its own"
         )
-    dropin = plan.plan_dropin(rootfs, desired)
-    if not check_mode:
-        plan.apply_dropin(dropin)
-        done = _edit(conn, params, desired, check_mode=False)
-    else:
-        done = dry
+    try:
+        dropin = plan.plan_dropin(rootfs, desired)
+        if not check_mode:
+            plan.apply_dropin(dropin)
+    except GuestPathError as exc:
+        raise KioskError(f"Guest '{params['domain']}': {exc.msg}", **exc.details) from exc
+    done = dry if check_mode else _edit(conn, params, desired, check_mode=False)
     actions = list(done["actions"])
     diffs = [done["diff"]] if done["actions"] else []
     if dropin is not None:

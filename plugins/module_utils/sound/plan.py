@@ -20,13 +20,18 @@ leaves what the user had.
 - profile sysfs: seed 000's recipe, /sys/fs/fuse/connections and /sys
   passed through, plus a systemd-networkd drop-in `BindReadOnlyPaths=/sys`
   written into the guest rootfs (networkd leaves links pending with a
-  writable /sys).
+  writable /sys). Refused for a guest with an <idmap>: a user-namespaced
+  guest is the confined one, and the host's /sys read-write is not for it.
+  The drop-in is read and written through common.guestfs: the rootfs is the
+  guest's, and a link planted there is refused, never followed.
 """
 
 from __future__ import annotations
 
 import os
 
+from ansible_collections.kiosk.lxc.plugins.module_utils.common import guestfs
+from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.namespaces import (
     SOUND_NS,
     SOUND_PREFIX,
@@ -241,6 +246,11 @@ def make_mutate(want: dict):
     """mutate(root) for edit_definition: brings the definition to `want`, in place."""
 
     def mutate(root) -> None:
+        if want["state"] == "present" and want["profile"] == "sysfs" and root.find("idmap") is not None:
+            raise KioskError(
+                f"Guest '{root.findtext('name')}': profile sysfs passes the host's /sys in read-write, which a guest"
+                " with an <idmap> (its own user namespace, profile confined) does not get; use profile udev_data"
+            )
         devices = root.find("devices")
         if devices is None:
             devices = etree.SubElement(root, "devices")
@@ -290,29 +300,23 @@ def guest_rootfs(root) -> str | None:
 
 
 def plan_dropin(rootfs: str | None, want: dict) -> dict | None:
-    """The networkd drop-in change: {"path", "content"} (content None = remove), or None."""
+    """The networkd drop-in change: {"rootfs", "path", "before", "content"} (content None = remove), or None.
+
+    A link planted at the drop-in or on its way raises KioskError (GuestPathError) before anything is touched.
+    """
     if rootfs is None:
         return None
-    path = os.path.join(rootfs, NETWORKD_DROPIN)
-    try:
-        with open(path, encoding="utf-8") as f:
-            current = f.read()
-    except FileNotFoundError:
-        current = None
+    current = guestfs.read_file(rootfs, NETWORKD_DROPIN)
     wanted = NETWORKD_DROPIN_TEXT if want["dropin"] else None
     if current == wanted:
         return None
-    return {"path": path, "before": current, "content": wanted}
+    return {"rootfs": rootfs, "path": os.path.join(rootfs, NETWORKD_DROPIN), "before": current, "content": wanted}
 
 
 def apply_dropin(change: dict | None) -> None:
     if change is None:
         return
     if change["content"] is None:
-        os.unlink(change["path"])
-        return
-    os.makedirs(os.path.dirname(change["path"]), exist_ok=True)
-    tmp = change["path"] + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(change["content"])
-    os.replace(tmp, change["path"])
+        guestfs.remove_file(change["rootfs"], NETWORKD_DROPIN)
+    else:
+        guestfs.write_file(change["rootfs"], NETWORKD_DROPIN, change["content"], mode=0o644)

@@ -22,9 +22,9 @@ import contextlib
 import fcntl
 import os
 import re
-import tempfile
 
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
+from ansible_collections.kiosk.lxc.plugins.module_utils.common.files import write_atomic
 
 FIRST_ID = 100000
 MAX_ID = 2**32 - 2  # 4294967295 is (uid_t)-1
@@ -152,26 +152,6 @@ def locked(lock_path: str):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def write_atomic(path: str, text: str) -> None:
-    """Replace path with text in one rename, keeping its mode (0644 for a new file)."""
-    try:
-        mode = os.stat(path).st_mode & 0o7777
-    except FileNotFoundError:
-        mode = 0o644
-    fd, tmp = tempfile.mkstemp(prefix=".kiosk-subid-", dir=os.path.dirname(path) or ".")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.rename(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def ensure(params: dict, *, check_mode: bool = False, subuid="/etc/subuid", subgid="/etc/subgid") -> dict:
     """The whole run: validate, then read and plan (and apply) under the lock."""
     want = desired(params)
@@ -182,7 +162,7 @@ def ensure(params: dict, *, check_mode: bool = False, subuid="/etc/subuid", subg
         if p["changed"] and not check_mode:
             for path in (subuid, subgid):
                 if p["new"][path] != files[path]:
-                    write_atomic(path, render(p["new"][path]))
+                    write_atomic(path, render(p["new"][path]), mode=None)
     return {
         "changed": p["changed"],
         "actions": p["actions"],

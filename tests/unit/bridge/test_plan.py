@@ -16,6 +16,7 @@ from ansible_collections.kiosk.lxc.plugins.module_utils.bridge import bridge, dn
 from ansible_collections.kiosk.lxc.plugins.module_utils.bridge.netlink import Link
 from ansible_collections.kiosk.lxc.plugins.module_utils.bridge.spec import build_spec
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
+from ansible_collections.kiosk.lxc.plugins.module_utils.common.files import write_atomic
 
 TOOLS = {t: f"/usr/sbin/{t}" for t in bridge.TOOLS}
 LEASE = {"mac": "52:54:00:00:00:10", "ip": "10.0.3.10", "name": "player1"}
@@ -178,7 +179,7 @@ def test_unit_files_pass_systemd_analyze_verify(tmp_path):
     tools = {t: shutil.which(t) or f"/usr/sbin/{t}" for t in bridge.TOOLS}
     for path, content in persist.render(spec, "nftables", tools, str(tmp_path)).items():
         if path.endswith(".service"):
-            bridge._write(path, content)
+            write_atomic(path, content)
     names = [str(p) for p in tmp_path.glob("*.service")]
     proc = subprocess.run(["systemd-analyze", "verify", *names], capture_output=True, text=True, check=False)
     problems = [

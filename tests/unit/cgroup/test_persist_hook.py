@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import pytest
 from ansible_collections.kiosk.lxc.plugins.module_utils.cgroup import hook, persist, rules
@@ -91,18 +90,3 @@ def test_hook_ignores_other_operations_without_reading_stdin(tmp_path):
     for op in (["lxc", "g", "prepare", "begin", "-"], ["lxc", "g", "stopped", "end", "-"]):
         assert hook.main(op, Boom(), log_file=str(log)) == 0
     assert not log.exists()
-
-
-def test_hook_files_are_this_collections_sources_and_install_is_idempotent(tmp_path):
-    files = hook.wanted_files("/usr/bin/python3", str(tmp_path / "hooks"), str(tmp_path / "lib"))
-    script = tmp_path / "hooks" / "lxc.d" / hook.HOOK_NAME
-    assert str(script) in files
-    ours = Path(hook.__file__).read_text(encoding="utf-8")
-    assert any(content == ours for content, _mode in files.values())
-    todo = hook.plan_install(files)
-    assert sorted(todo) == sorted(files)
-    hook.install(files, todo)
-    assert script.stat().st_mode & 0o777 == 0o755
-    assert hook.plan_install(files) == []
-    script.chmod(0o644)
-    assert hook.plan_install(files) == [str(script)]

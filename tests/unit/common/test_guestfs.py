@@ -143,3 +143,18 @@ def test_write_atomic_onto_a_directory_fails_and_cleans_up(tmp_path):
     with pytest.raises(OSError):
         files.write_atomic(str(tmp_path / "d"), "x")
     assert sorted(os.listdir(tmp_path)) == ["d"]
+
+
+def test_make_link_keeps_or_replaces_and_never_walks_a_linked_directory(root, host_secret):
+    assert guestfs.make_link(str(root), "etc/resolv.conf", "../run/stub") is True
+    assert os.readlink(root / "etc" / "resolv.conf") == "../run/stub"
+    assert guestfs.make_link(str(root), "etc/resolv.conf", "/other") is False
+    (root / "etc" / "resolv.conf").unlink()
+    (root / "etc" / "resolv.conf").symlink_to(host_secret)
+    assert guestfs.make_link(str(root), "etc/resolv.conf", "../run/stub", replace=True) is True
+    assert os.readlink(root / "etc" / "resolv.conf") == "../run/stub"
+    (root / "etc" / "wants").symlink_to(host_secret.parent)
+    with pytest.raises(guestfs.GuestPathError, match="symbolic link"):
+        guestfs.make_link(str(root), "etc/wants/x.service", "/lib/x.service")
+    assert os.listdir(host_secret.parent) == ["shadow"]
+    _untouched(host_secret)

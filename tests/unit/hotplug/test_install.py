@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 from agent_host import agent_host
-from ansible_collections.kiosk.lxc.plugins.module_utils.cgroup import hook
+from ansible_collections.kiosk.lxc.plugins.module_utils.common import shipped
 from ansible_collections.kiosk.lxc.plugins.module_utils.hotplug import install
 
 PARAMS = {"uri": "lxc:///system", "state": "present", "rescan": 5.0, "log_file": None, "python": "/usr/bin/python3"}
@@ -34,9 +34,15 @@ def test_the_unit_brings_the_agent_back_after_any_exit_and_never_gives_up():
 @pytest.fixture
 def host(tmp_path):
     h = agent_host(tmp_path, systemd=True)
-    files = install.wanted_files(PARAMS, h)
-    hook.install(files, list(files))
+    tree = install.plan_tree(h)
+    shipped.write_tree(tree)
+    files = install.wanted_files(PARAMS, h, tree)
+    shipped.write_files(files, list(files), "the agent")
     return h
+
+
+def agent_file(host, name: str) -> str:
+    return os.path.join(install.plan_tree(host).path, shipped.relpath(f"{shipped.PACKAGE}.{name}"))
 
 
 @pytest.mark.parametrize(
@@ -79,7 +85,7 @@ def test_an_agent_started_before_its_files_were_written_is_restarted(host):
     host.run = systemctl_saying(os.getpid())
     current = install.read(host)
     assert current["running"] and host.script in current["newer"]
-    assert install.module_path(host, "cgroup.rules") in current["newer"]
+    assert agent_file(host, "cgroup.rules") in current["newer"]
     assert install.plan(PARAMS, current, host)["steps"] == ["restart"]
 
 

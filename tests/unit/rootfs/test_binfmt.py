@@ -36,5 +36,5 @@ def test_a_foreign_build_is_refused_before_anything_is_touched(tmp_path, monkeyp
     assert not (tmp_path / "cache").exists()
     # A rootfs already built needs no qemu: nothing to check.
     (tmp_path / "cache" / d["name"]).mkdir(parents=True)
-    (tmp_path / "cache" / d["name"] / build.MANIFEST).write_text(f'{{"key": "{d["key"]}"}}')
+    build.write_record(str(tmp_path / "cache" / d["name"]), {"key": d["key"]})
     assert build.plan(str(tmp_path / "cache"), d)["changed"] is False

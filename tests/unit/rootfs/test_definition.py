@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
 from ansible_collections.kiosk.lxc.plugins.module_utils.rootfs import build
@@ -43,7 +41,7 @@ def test_plan_finds_a_finished_rootfs(tmp_path):
     assert build.plan(str(cache), d, binfmt_dir=str(binfmt))["changed"] is True
     root = cache / d["name"]
     root.mkdir(parents=True)
-    (root / build.MANIFEST).write_text(json.dumps({"key": d["key"]}))
+    build.write_record(str(root), {"key": d["key"]})
     assert build.plan(str(cache), d, binfmt_dir=str(binfmt)) == {
         "changed": False, "actions": [], "path": str(root), "before": d["key"], "after": d["key"],
     }  # fmt: skip

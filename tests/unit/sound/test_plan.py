@@ -203,6 +203,7 @@ def test_networkd_dropin_is_planned_written_and_removed(tmp_path, two_cards):
     assert "[Service]\nBindReadOnlyPaths=/sys\n" in dropin.read_text()
     assert plan.plan_dropin(str(tmp_path), sysfs) is None
     assert plan.plan_dropin(str(tmp_path), _want(two_cards, [1])) == {
+        "rootfs": str(tmp_path),
         "path": str(dropin),
         "before": plan.NETWORKD_DROPIN_TEXT,
         "content": None,

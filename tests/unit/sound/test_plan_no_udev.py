@@ -2,7 +2,8 @@
 
 Found by test_site.py in CI: udev_data without /run/udev once fell back to the
 sysfs recipe, giving the guest the host's /sys read-write without the networkd
-drop-in, so systemd-networkd never asked for a lease (PLATFORM.md).
+drop-in, so systemd-networkd never asked for a lease
+(docs/docsite/rst/guide_platform.rst, "A writable /sys stops systemd-networkd").
 """
 
 from __future__ import annotations
