@@ -39,6 +39,8 @@ def site_inventory(tmp_path, libvirt_daemon):
     run_module("kiosk.lxc.hotplug_agent", {"state": "absent"})
     run_module("kiosk.lxc.lxc_bridge", {"name": BRIDGE, "address": "10.213.77.1/24", "state": "absent"})
     shutil.rmtree(f"/var/lib/kiosk-lxc/guests/{GUEST}", ignore_errors=True)
+    # The clone's record, beside it since rootfs records moved out of the guest's reach.
+    Path(f"/var/lib/kiosk-lxc/guests/.kiosk-rootfs-{GUEST}.json").unlink(missing_ok=True)
 
 
 def test_site_provisions_a_guest_that_boots_and_gets_its_lease_then_changes_nothing(site_inventory):
