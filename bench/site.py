@@ -6,7 +6,11 @@ Measures, in one run:
 - adding 9 more guests (10 in all): time per further guest,
 - disk used by each guest's own rootfs (a clone of the base: copy-on-write
   on btrfs/XFS, a full copy elsewhere; the filesystem is printed),
-- the no-op re-run of site.yml with 1 and with 10 guests.
+- the no-op re-run of site.yml with 1 and with 10 guests, and its task count
+  (PLAY RECAP ok=) with each,
+- the floor: a playbook of gather_facts and one ping on the same host,
+- the ratios against the targets of issue 17: no-op 10 guests <= 1.3x the
+  1-guest no-op, 1-guest no-op <= 3x the floor, ok= differing by <= 2.
 
 It uses its own bridge (ktbench0, 10.213.78.0/24, no NAT) and guests named
 bench-NN, and removes them at the end.
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -47,7 +52,8 @@ def inventory(n: int) -> dict:
     return local_kiosk(BRIDGE, "10.213.78.1/24", guests)
 
 
-def site(n: int, tmp: Path) -> tuple[float, int]:
+def site(n: int, tmp: Path) -> tuple[float, int, int]:
+    """(wall time, changed tasks, PLAY RECAP ok=) of one site.yml run with n guests."""
     inv = tmp / f"inv{n}.json"
     inv.write_text(json.dumps(inventory(n)))
     start = time.monotonic()
@@ -55,7 +61,27 @@ def site(n: int, tmp: Path) -> tuple[float, int]:
     wall = time.monotonic() - start
     if proc.returncode != 0:
         sys.exit(f"site.yml failed with {n} guests:\n{proc.stdout[-3000:]}")
-    return wall, sum(1 for r in records if r["status"] == "changed")
+    return wall, sum(1 for r in records if r["status"] == "changed"), recap_ok(proc.stdout)
+
+
+def recap_ok(stdout: str) -> int:
+    found = re.search(r"^localhost\s+:\s+ok=(\d+)", stdout, re.MULTILINE)
+    return int(found.group(1)) if found else -1
+
+
+def floor(tmp: Path) -> float:
+    """A playbook of gather_facts and one ping on the same host: what any run costs here."""
+    inv = tmp / "inv-floor.json"
+    inv.write_text(json.dumps(inventory(1)))
+    pb = tmp / "floor.yml"
+    play = [{"hosts": "kiosks", "gather_facts": True, "tasks": [{"name": "ping", "ansible.builtin.ping": {}}]}]
+    pb.write_text(json.dumps(play))
+    start = time.monotonic()
+    proc, _records = run_playbook(pb, inventory=str(inv))
+    wall = time.monotonic() - start
+    if proc.returncode != 0:
+        sys.exit(f"the floor playbook failed:\n{proc.stdout[-3000:]}")
+    return wall
 
 
 def disk_mib(path: Path) -> float:
@@ -73,6 +99,7 @@ def cleanup(n: int) -> None:
     for i in range(1, n + 1):
         run_module("kiosk.lxc.lxc_domain", {"name": f"bench-{i:02d}", "state": "absent"})
         shutil.rmtree(GUESTS_DIR / f"bench-{i:02d}", ignore_errors=True)
+        (GUESTS_DIR / f".kiosk-rootfs-bench-{i:02d}.json").unlink(missing_ok=True)  # the clone's record
     run_module("kiosk.lxc.lxc_bridge", {"name": BRIDGE, "address": "10.213.78.1/24", "state": "absent"})
 
 
@@ -84,13 +111,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         try:
+            base = floor(tmp)
             used0 = used_mib()
-            first, changed1 = site(1, tmp)
+            first, changed1, _ok = site(1, tmp)
             used1 = used_mib()
-            noop1, noop1_changed = site(1, tmp)
-            ten, changed10 = site(10, tmp)
+            noop1, noop1_changed, ok1 = site(1, tmp)
+            ten, changed10, _ok = site(10, tmp)
             used10 = used_mib()
-            noop10, noop10_changed = site(10, tmp)
+            noop10, noop10_changed, ok10 = site(10, tmp)
             disks = [disk_mib(GUESTS_DIR / f"bench-{i:02d}") for i in range(1, 11)]
         finally:
             cleanup(10)
@@ -102,11 +130,16 @@ def main() -> None:
     print(f"| site.yml no-op re-run, 1 guest | {noop1:.1f} s | {noop1_changed} |")
     print(f"| site.yml adding guests 2-10 | {ten:.1f} s ({per_further:.1f} s per further guest) | {changed10} |")
     print(f"| site.yml no-op re-run, 10 guests | {noop10:.1f} s ({noop10 / 10:.2f} s per guest) | {noop10_changed} |")
+    print(f"| floor: gather_facts + ping | {base:.1f} s | - |")
+    print(f"PLAY RECAP ok= of the no-op re-run: 1 guest {ok1}, 10 guests {ok10} (target: differ by <= 2)")
     further = f"{min(disks[1:]):.0f}-{max(disks[1:]):.0f}"
     print(f"du of each guest rootfs: first {disks[0]:.0f} MiB, further ones {further} MiB")
     each = (used10 - used1) / 9
     print(f"filesystem space used: 1st guest +{used1 - used0:.0f} MiB, guests 2-10 +{each:.0f} MiB each")
-    print(f"ratios: no-op/first = {noop1 / first:.2f}; no-op 10/no-op 1 = {noop10 / noop1:.2f}")
+    print(
+        f"ratios: no-op/first = {noop1 / first:.2f}; no-op 10/no-op 1 = {noop10 / noop1:.2f} (target <= 1.3);"
+        f" no-op 1/floor = {noop1 / base:.2f} (target <= 3)"
+    )
 
 
 if __name__ == "__main__":

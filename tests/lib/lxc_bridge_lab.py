@@ -28,6 +28,9 @@ UPLINK_HOST, UPLINK_PEER = "198.51.100.1", "198.51.100.2"
 BIN = Path(sys.executable).parent
 
 
+NETNS_DIR = "/run/netns"
+
+
 def sh(*argv: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(argv, capture_output=True, text=True, check=check, **kw)
 
@@ -39,6 +42,8 @@ class Lab:
         self.host, self.guest, self.uplink = (f"kbr{tag}{x}" for x in "hgu")
         self.guest_mac = guest_mac
         self.made: list[str] = []
+        # `ip netns add` makes /run/netns a mount point of its own and leaves it: undone in close().
+        self.netns_was_mounted = os.path.ismount(NETNS_DIR)
         try:
             for ns in (self.host, self.guest, self.uplink):
                 sh("ip", "netns", "add", ns)
@@ -75,6 +80,8 @@ class Lab:
         for ns in reversed(self.made):
             sh("ip", "netns", "delete", ns, check=False)
         self.made = []
+        if not self.netns_was_mounted and os.path.ismount(NETNS_DIR) and not os.listdir(NETNS_DIR):
+            sh("umount", NETNS_DIR, check=False)
 
     # ------------------------------------------------------------ the module
     def run_module(self, args: dict, *, check: bool = False, diff: bool = False) -> dict:

@@ -1,0 +1,84 @@
+"""kiosk.lxc.guest's entries and profiles: every bad field named by its index, before anything is touched."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
+from ansible_collections.kiosk.lxc.plugins.module_utils.guest import profiles, spec
+from ansible_collections.kiosk.lxc.plugins.modules import guest as guest_module
+
+REPO = Path(__file__).resolve().parents[3]
+DEFAULTS = spec.validate_defaults({k: v["default"] for k, v in spec.DEFAULTS_OPTIONS.items()})
+
+
+@pytest.mark.parametrize(
+    ("entries", "where", "text"),
+    [
+        ([{"name": "ok"}, {"name": "bad name!"}], "guests[1].name", "is invalid"),
+        ([{"name": "a", "memory": "12XB"}], "guests[0].memory", "unknown unit"),
+        ([{"name": "a", "memory": 0}], "guests[0].memory", "greater than zero"),
+        ([{"name": "a", "vcpu": 0}], "guests[0].vcpu", ">= 1"),
+        ([{"name": "a", "init": "sbin/init"}], "guests[0].init", "absolute path"),
+        ([{"name": "a", "state": "exploded"}], "guests[0].state", "is not one of"),
+        ([{"name": "a", "profile": "root"}], "guests[0].profile", "is not one of"),
+        ([{"name": "a"}, {"name": "a"}], "guests[1].name", "already guests[0]"),
+        ([{"name": "a", "packages": ["Bad Pkg"]}], "guests[0].packages[0]", "Debian package name"),
+        ([{"name": "a", "network": {"bridge": "a-bridge-name-too-long"}}], "guests[0].network.bridge", "bridge"),
+        ([{"name": "a", "network": {"ip": "10.0.3.300"}}], "guests[0].network.ip", "IPv4"),
+        ([{"name": "a", "sound": {"cards": [{"usb": "xyz"}]}}], "guests[0].sound.cards[0]", "vendor:product"),
+        ([{"name": "a", "sound": {"cards": [{"id": "x\ny"}]}}], "guests[0].sound.cards[0].id", "control"),
+        ([{"name": "a", "sound": {"missing": "maybe"}}], "guests[0].sound.missing", "is not one of"),
+        ([{"name": "a", "colour": "red"}], "guests[0]", "unknown field"),
+    ],
+)
+def test_a_bad_field_is_named_by_its_index(entries, where, text):
+    with pytest.raises(KioskError) as err:
+        spec.validate(entries, DEFAULTS)
+    assert where in err.value.msg and text in err.value.msg and "\n" not in err.value.msg, err.value.msg
+
+
+def test_a_good_entry_gets_the_defaults():
+    (want,) = spec.validate([{"name": "p1", "packages": ["mpv", "mpv"], "sound": {}}], DEFAULTS)
+    assert (want.memory, want.vcpu, want.init, want.autostart, want.bridge) == (
+        "512MiB", 1, "/lib/systemd/systemd", True, "lxcbr0",
+    )  # fmt: skip
+    assert want.packages == ["mpv"] and want.sound == {"cards": None, "profile": None, "missing": "fail"}
+
+
+def test_seed000_is_privileged_with_a_deprecation_warning():
+    (want,) = spec.validate([{"name": "p1", "profile": "seed000"}], DEFAULTS)
+    assert want.profile == "privileged" and "now called 'privileged'" in want.warnings[0]
+
+
+@pytest.mark.parametrize(
+    ("given", "defined", "recorded", "name", "record"),
+    [
+        (None, False, None, "confined", "confined"),  # a new guest: the default
+        (None, True, "confined", "confined", "confined"),  # keeps what its metadata records
+        (None, True, "seed000", "privileged", "seed000"),  # the old record is kept: adopting it changes nothing
+        ("privileged", True, "seed000", "privileged", "seed000"),
+        (None, True, None, "legacy", None),  # defined before profiles: named, nothing recorded
+        ("confined", True, None, "confined", "confined"),  # brought under a profile when one is given
+    ],
+)
+def test_profile_resolution(given, defined, recorded, name, record):
+    profile, recorded_as = profiles.resolve(given, defined, recorded, "confined")
+    assert (profile.name, recorded_as) == (name, record)
+
+
+def test_the_role_describes_kiosk_guests_with_the_modules_options():
+    """One spec: the role's argument spec of kiosk_guests entries is the module's `guests` options."""
+    role = yaml.safe_load((REPO / "roles/guest/meta/argument_specs.yml").read_text())
+    entry = role["argument_specs"]["main"]["options"]["kiosk_guests"]["options"]
+
+    def shape(options):
+        return {
+            k: (v.get("type"), v.get("elements"), v.get("choices"), v.get("default"), shape(v.get("options") or {}))
+            for k, v in options.items()
+        }
+
+    assert shape(entry) == shape(spec.GUEST_OPTIONS)
+    assert guest_module.ARGUMENT_SPEC["guests"]["options"] is spec.GUEST_OPTIONS
