@@ -26,9 +26,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ansible_collections.kiosk.lxc.plugins.module_utils.common import procfs
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
 
-PROC_DEVICES = "/proc/devices"
+PROC_DEVICES = procfs.PROC_DEVICES
 ACCESS_ORDER = "rwm"
 TYPES = {"c": "char", "b": "block"}
 MAX_MAJOR = (1 << 12) - 1
@@ -86,21 +87,8 @@ class RuleSpec(_RuleText):
 
 
 def read_proc_devices(path: str = PROC_DEVICES) -> dict[str, dict[str, list[int]]]:
-    """{'char': {name: [major, ...]}, 'block': {...}} from /proc/devices."""
-    table: dict[str, dict[str, list[int]]] = {"char": {}, "block": {}}
-    section = None
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            text = line.strip()
-            if text.startswith("Character devices"):
-                section = "char"
-            elif text.startswith("Block devices"):
-                section = "block"
-            elif text and section:
-                number, _sep, name = text.partition(" ")
-                if number.isdigit() and name:
-                    table[section].setdefault(name.strip(), []).append(int(number))
-    return table
+    """{'char': {name: [major, ...]}, 'block': {...}} from /proc/devices (common/procfs.py's parse)."""
+    return procfs.proc_devices(path)
 
 
 def _number(text: str, what: str, limit: int, spec) -> int | None:
