@@ -30,9 +30,10 @@ import os
 import platform
 import re
 import shutil
+import stat
 import tarfile
 
-from ansible_collections.kiosk.lxc.plugins.module_utils.common import files, guestfs
+from ansible_collections.kiosk.lxc.plugins.module_utils.common import files, guestfs, text
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
 from ansible_collections.kiosk.lxc.plugins.module_utils.rootfs import idmap as idmaplib
 
@@ -433,23 +434,100 @@ def _image(work: str, d: dict, _run, fetch=None) -> None:
                 digest.update(block)
         if digest.hexdigest() != d["sha256"]:
             raise KioskError(f"src: {src} has sha256 {digest.hexdigest()}, not the expected {d['sha256']}")
-        with tarfile.open(local) as tar:
-            # A root filesystem: device nodes, owners and absolute links are wanted.
-            # (Python before 3.11.4, e.g. Debian 12's 3.11.2, has no filter argument.)
-            if hasattr(tarfile, "fully_trusted_filter"):
-                tar.extractall(work, filter="fully_trusted")
-            else:
-                tar.extractall(work)
+        extract_image(local, work, src)
     finally:
         if local != src:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(local)
     # LXC image-server tarballs hold the rootfs itself, or rootfs/ beside a metadata file.
+    # lstat, never stat: a "rootfs" or "etc" that is a link is not followed out of the build.
     inner = os.path.join(work, "rootfs")
-    if os.path.isdir(inner) and not os.path.isdir(os.path.join(work, "etc")):
+    if _is_real_dir(inner) and not os.path.lexists(os.path.join(work, "etc")):
         for entry in os.listdir(inner):
+            if os.path.lexists(os.path.join(work, entry)):
+                raise KioskError(
+                    f"src: {src}: the image holds both rootfs/{text.escape(entry)} and {text.escape(entry)}"
+                )
             os.rename(os.path.join(inner, entry), os.path.join(work, entry))
         os.rmdir(inner)
+    elif os.path.islink(inner) and not os.path.lexists(os.path.join(work, "etc")):
+        raise KioskError(f"src: {src}: the image's rootfs is a link, not a directory; refused")
+    # configure() writes these: where the image has them, they are its own directories and files.
+    for rel in CONFIGURED_PATHS:
+        _no_link_on_the_way(work, [*rel.split("/"), ""], src, rel)
+
+
+# The paths configure() writes into or under (directories, then files).
+CONFIGURED_PATHS = (
+    "etc/systemd/network/80-kiosk-eth0.network",
+    "etc/systemd/system/multi-user.target.wants",
+    "var/lib/systemd/linger",
+)
+TAR_KINDS = ("isreg", "isdir", "issym", "islnk", "ischr", "isblk", "isfifo")
+
+
+def _is_real_dir(path: str) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def _member_parts(name: str, src: str) -> list[str]:
+    """A member's path as parts relative to the rootfs; an absolute path or '..' is refused."""
+    if name.startswith("/"):
+        raise KioskError(
+            f"src: {src}: member {text.quote(name)} is an absolute path; refused (a rootfs image holds paths"
+            " relative to its root)"
+        )
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise KioskError(f"src: {src}: member {text.quote(name)} goes up with '..'; refused")
+    return parts
+
+
+def _no_link_on_the_way(work: str, parts: list[str], src: str, name: str) -> None:
+    """Every directory above parts[-1] is missing or a real directory inside work, never a link."""
+    path = work
+    for part in parts[:-1]:
+        path = os.path.join(path, part)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return  # made as a directory by the extraction itself
+        if not stat.S_ISDIR(st.st_mode):
+            kind = "the link" if stat.S_ISLNK(st.st_mode) else "the non-directory"
+            raise KioskError(
+                f"src: {src}: {text.quote(name)} goes through {kind} {text.quote(os.path.relpath(path, work))};"
+                " refused (an image is extracted without following links)"
+            )
+
+
+def extract_image(tarball: str, work: str, src: str) -> None:
+    """Extract a rootfs tarball into work, keeping device nodes, owners, modes and links, and never
+    writing outside work: absolute and '..' members, members (or hard link targets) under a link,
+    and other kinds than files, directories, links, device nodes and fifos are refused; a member
+    replaces a file or link already there rather than writing through it. KioskError naming src.
+    """
+    kwargs = {"filter": "fully_trusted"} if hasattr(tarfile, "fully_trusted_filter") else {}
+    with tarfile.open(tarball) as tar:
+        for member in tar:
+            parts = _member_parts(member.name, src)
+            if not any(getattr(member, kind)() for kind in TAR_KINDS):
+                raise KioskError(f"src: {src}: member {text.quote(member.name)} is of an unknown kind; refused")
+            _no_link_on_the_way(work, parts, src, member.name)
+            if member.islnk():
+                linked = _member_parts(member.linkname, src)
+                _no_link_on_the_way(work, linked, src, member.linkname)
+                member.linkname = "/".join(linked)
+            target = os.path.join(work, *parts)
+            if parts and os.path.lexists(target):
+                if _is_real_dir(target) and not member.isdir():
+                    raise KioskError(f"src: {src}: member {text.quote(member.name)} would replace a directory")
+                if not _is_real_dir(target):
+                    os.unlink(target)  # replaced, never written through
+            member.name = "/".join(parts) or "."
+            tar.extract(member, work, set_attrs=True, numeric_owner=True, **kwargs)
 
 
 def _distrobuilder(work: str, d: dict, run, _fetch=None) -> None:
