@@ -49,8 +49,8 @@ AUDIO_STACKS = {
 # Debian architecture names by kernel machine name.
 DEB_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "armhf", "i686": "i386"}
 QEMU_BINFMT = {"arm64": "qemu-aarch64", "armhf": "qemu-arm", "amd64": "qemu-x86_64", "i386": "qemu-i386"}
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-PKG_RE = re.compile(r"^[a-z0-9][a-z0-9.+-]+$")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+PKG_RE = re.compile(r"[a-z0-9][a-z0-9.+-]+")
 
 NETWORKD_UNIT = """\
 # Written by kiosk.lxc: DHCP on the guest's first interface.
@@ -78,8 +78,8 @@ def desired(params: dict) -> dict:
     if params.get("idmap") and method != "clone":
         raise KioskError("idmap: only a clone (method clone) is shifted to a guest's ids")
     name = params.get("name") or ""
-    if name and not NAME_RE.match(name):
-        raise KioskError(f"name: '{name}' may hold only letters, digits, '.', '_' and '-' (64 at most)")
+    if name and not NAME_RE.fullmatch(name):
+        raise KioskError(f"name: {text.quote(name)} may hold only letters, digits, '.', '_' and '-' (64 at most)")
     arch = params.get("arch") or host_deb_arch()
     if arch not in QEMU_BINFMT:
         raise KioskError(f"arch: '{arch}' is not one of {', '.join(sorted(QEMU_BINFMT))}")
@@ -87,12 +87,12 @@ def desired(params: dict) -> dict:
     if audio not in AUDIO_STACKS:
         raise KioskError(f"audio: '{audio}' is not one of {', '.join(AUDIO_STACKS)}")
     packages = sorted(set(params.get("packages") or []))
-    bad = [p for p in packages if not PKG_RE.match(p)]
+    bad = [p for p in packages if not PKG_RE.fullmatch(p)]
     if bad:
-        raise KioskError(f"packages: '{bad[0]}' is not a Debian package name")
+        raise KioskError(f"packages: {text.quote(bad[0])} is not a Debian package name")
     user = params.get("user") or ""
-    if user and not re.match(r"^[a-z_][a-z0-9_-]{0,31}$", user):
-        raise KioskError(f"user: '{user}' is not a valid user name")
+    if user and not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", user):
+        raise KioskError(f"user: {text.quote(user)} is not a valid user name")
     d = {
         "format": FORMAT_VERSION,
         "method": method,
@@ -113,7 +113,7 @@ def desired(params: dict) -> dict:
         sha256 = (params.get("sha256") or "").lower()
         if not src:
             raise KioskError("src: the image method needs src, a rootfs.tar.xz path or URL")
-        if not re.match(r"^[0-9a-f]{64}$", sha256):
+        if not re.fullmatch(r"[0-9a-f]{64}", sha256):
             raise KioskError("sha256: the image method needs the image's sha256 (64 hex digits)")
         if not src.startswith(("http://", "https://")) and not os.path.isfile(src):
             raise KioskError(f"src: {src} does not exist")
@@ -127,8 +127,8 @@ def desired(params: dict) -> dict:
             where = record_path(src) if src else "its record"
             raise KioskError(f"src: {src or '(none)'} is not a rootfs built by kiosk.lxc.rootfs (no {where})")
         hostname = params.get("hostname") or name
-        if not re.match(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$", hostname or ""):
-            raise KioskError(f"hostname: '{hostname}' is not a valid host name")
+        if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?", hostname or ""):
+            raise KioskError(f"hostname: {text.quote(hostname)} is not a valid host name")
         if packages:
             raise KioskError("packages: a clone installs no packages; give them to the base rootfs")
         # A clone inherits the base's guest OS settings.

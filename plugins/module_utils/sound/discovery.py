@@ -21,7 +21,7 @@ except ImportError:  # pragma: no cover - reported by the module
     pyudev = None
 
 # ALSA's per-card device nodes (sound/core/*.c name them so).
-CARD_NODE_RE = re.compile(r"^(controlC(\d+)|pcmC(\d+)D\d+[pc]|hwC(\d+)D\d+|midiC(\d+)D\d+)$")
+CARD_NODE_RE = re.compile(r"(controlC(\d+)|pcmC(\d+)D\d+[pc]|hwC(\d+)D\d+|midiC(\d+)D\d+)")
 # Nodes every card needs beside its own: the ALSA timer and sequencer.
 SHARED_NODES = ("timer", "seq")
 
@@ -110,7 +110,7 @@ def discover(context=None, *, proc_root: str = "/proc", dev_dir: str | None = No
             continue
         elif name in SHARED_NODES:
             shared.append(_node_info(device, dev_udev, dev_dir))
-        elif CARD_NODE_RE.match(name) and device.parent is not None:
+        elif CARD_NODE_RE.fullmatch(name) and device.parent is not None:
             nodes.setdefault(device.parent.sys_path, []).append(_node_info(device, dev_udev, dev_dir))
     infos = [_card_info(card, nodes.get(path, []), proc) for path, card in cards.items()]
     return {
