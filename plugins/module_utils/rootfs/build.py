@@ -31,6 +31,7 @@ import platform
 import re
 import shutil
 import stat
+import struct
 import tarfile
 
 from ansible_collections.kiosk.lxc.plugins.module_utils.common import files, guestfs, text
@@ -270,10 +271,58 @@ def _list(path):
         return []
 
 
+def restrict(cache_dir: str) -> None:
+    """The cache directory is root's alone (0700): the rootfs under it hold setuid-root programs
+    built for guests, which no host user may reach. An existing directory is tightened."""
+    os.makedirs(cache_dir, mode=0o700, exist_ok=True)
+    st = os.stat(cache_dir)
+    if st.st_mode & 0o077 and not _acl_users(cache_dir):
+        os.chmod(cache_dir, stat.S_IMODE(st.st_mode) & 0o700)
+
+
+# POSIX ACLs as the kernel stores them (linux/posix_acl_xattr.h): version 2, then (tag, perm, id)
+# entries sorted by tag and id. An idmapped guest's root is an unprivileged host uid that must
+# pass through the 0700 cache directory to its own rootfs: it is given search (x) there, alone.
+_ACL_XATTR = "system.posix_acl_access"
+_ACL_USER_OBJ, _ACL_USER, _ACL_GROUP_OBJ, _ACL_MASK, _ACL_OTHER = 0x01, 0x02, 0x04, 0x10, 0x20
+_ACL_UNDEFINED_ID = 0xFFFFFFFF
+
+
+def _acl_users(path: str) -> dict[int, int]:
+    """{uid: perm} of the named-user entries of path's access ACL."""
+    try:
+        raw = os.getxattr(path, _ACL_XATTR)
+    except OSError:
+        return {}
+    entries = [struct.unpack_from("<HHI", raw, off) for off in range(4, len(raw), 8)]
+    return {eid: perm for tag, perm, eid in entries if tag == _ACL_USER}
+
+
+def grant_search(cache_dir: str, uid: int) -> None:
+    """Give uid search permission on cache_dir (and nothing else), keeping the ACL's other users."""
+    users = _acl_users(cache_dir)
+    if users.get(uid) == 1:
+        return
+    users[uid] = 1
+    owner = (stat.S_IMODE(os.stat(cache_dir).st_mode) >> 6) & 7
+    entries = [(_ACL_USER_OBJ, owner, _ACL_UNDEFINED_ID)]
+    entries += [(_ACL_USER, perm, u) for u, perm in sorted(users.items())]
+    entries += [(_ACL_GROUP_OBJ, 0, _ACL_UNDEFINED_ID), (_ACL_MASK, 1, _ACL_UNDEFINED_ID)]
+    entries += [(_ACL_OTHER, 0, _ACL_UNDEFINED_ID)]
+    blob = struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in entries)
+    try:
+        os.setxattr(cache_dir, _ACL_XATTR, blob)
+    except OSError as exc:
+        raise KioskError(
+            f"idmap: cannot let the guest's root (uid {uid}) pass through {cache_dir}: {exc.strerror}"
+            " (the file system needs POSIX ACLs)"
+        ) from exc
+
+
 @contextlib.contextmanager
 def locked(cache_dir: str, name: str):
     """An exclusive lock per rootfs name: concurrent runs wait for each other."""
-    os.makedirs(cache_dir, mode=0o755, exist_ok=True)
+    restrict(cache_dir)
     with open(os.path.join(cache_dir, f".lock-{name}"), "w", encoding="utf-8") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
@@ -305,6 +354,8 @@ def apply(cache_dir: str, d: dict, run, state: str = "present", fetch=None) -> d
             adopt(final, manifest)
         if not p["changed"] or p["before"] == p["after"]:
             return p
+        if d.get("idmap"):
+            grant_search(cache_dir, d["idmap"]["uid"])
         work = os.path.join(cache_dir, f".build-{d['name']}-{os.getpid()}")
         os.makedirs(work)
         try:
