@@ -44,4 +44,5 @@ def test_a_new_guest_whose_first_start_fails_is_undefined_again(libvirt_conn, gu
         manage.ensure(libvirt_conn, params)
     assert "start failed" in err.value.msg
     assert "undefined again" in err.value.msg
+    assert "\n" not in err.value.msg
     assert not _defined(libvirt_conn, guest_name)

@@ -309,7 +309,7 @@ def _failed(conn, what: str, exc) -> str:
     except (libvirt.libvirtError, AttributeError):
         alive = True
     if alive:
-        return f"{what} failed: {exc}"
+        return f"{what} failed: {text.escape(str(exc).strip())}"
     return f"libvirtd went away during {what} ({exc}); run again once libvirtd is back"
 
 
