@@ -245,7 +245,7 @@ def test_a_template_in_a_guests_metadata_is_never_run(libvirt_conn, guest_name, 
     _define(libvirt_conn, guest_name, busybox_rootfs(), bridge, MAC_A, metadata=meta)
     _this_kiosk(tmp_path, bridge, f"{MAC_A} 10.213.0.11 {guest_name}")
     proc = _ansible(tmp_path, f"{guest_name}.localhost", "-m", "ansible.builtin.debug",
-                    "-a", "msg={{ role }} {{ kiosk_guest }}")  # fmt: skip
+                    "-a", "msg={{ [role, kiosk_guest] }}")  # fmt: skip
     assert not planted.exists(), "the guest's metadata ran a command on the controller"
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "lookup('pipe'" in proc.stdout  # printed as the text it is
