@@ -111,9 +111,7 @@ def test_a_file_over_a_planted_link_replaces_the_link(tmp_path, outside):
 
 def test_a_link_where_the_build_configures_is_refused(tmp_path, outside):
     tarball = _tar(tmp_path / "image.tar.xz", [_dir("etc"), _link("etc/systemd", str(outside))])
-    with pytest.raises(
-        KioskError, match=r"^src: .*'etc/systemd/network' goes through the link 'etc/systemd'"
-    ):
+    with pytest.raises(KioskError, match=r"^src: .*'etc/systemd/network' goes through the link 'etc/systemd'"):
         _build(tmp_path, tarball, networkd=True)
     assert os.listdir(outside) == ["precious"]
 
