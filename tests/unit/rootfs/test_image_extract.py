@@ -119,12 +119,11 @@ def test_a_link_where_the_build_configures_is_refused(tmp_path, outside):
 def test_an_image_that_has_the_files_the_build_writes_is_configured(tmp_path, outside):
     """A packed kiosk.lxc rootfs (the rootfs role's controller build) holds them already."""
     net = "etc/systemd/network/80-kiosk-eth0.network"
-    tarball = _tar(tmp_path / "image.tar.xz", [_dir("etc"), _dir("etc/systemd"), _dir("etc/systemd/network"),
-                                                _file(net, b"old\n")])  # fmt: skip
+    dirs = [_dir("etc"), _dir("etc/systemd"), _dir("etc/systemd/network")]
+    tarball = _tar(tmp_path / "image.tar.xz", [*dirs, _file(net, b"old\n")])
     root = _build(tmp_path, tarball, networkd=True)["path"]
     assert "DHCP=yes" in _read(root, net)
-    planted = _tar(tmp_path / "planted.tar.xz", [_dir("etc"), _dir("etc/systemd"), _dir("etc/systemd/network"),
-                                                  _link(net, f"{outside}/precious")])  # fmt: skip
+    planted = _tar(tmp_path / "planted.tar.xz", [*dirs, _link(net, f"{outside}/precious")])
     root = _build(tmp_path, planted, networkd=True)["path"]  # the link is replaced, never written through
     assert (outside / "precious").read_text() == "the host's own file\n"
     assert not os.path.islink(os.path.join(root, net))
