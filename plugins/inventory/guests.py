@@ -94,6 +94,7 @@ from ansible.errors import AnsibleError, AnsibleParserError
 from ansible.inventory.helpers import get_group_vars
 from ansible.module_utils.common.text.converters import to_native
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
+from ansible.utils.unsafe_proxy import wrap_var
 from ansible.utils.vars import combine_vars
 from ansible.vars.plugins import get_vars_from_inventory_sources
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
@@ -178,7 +179,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             for host in hosts:
                 name = self.inventory.add_host(host["name"], group=top)
                 for key, value in host["vars"].items():
-                    self.inventory.set_variable(name, key, value)
+                    # What a guest's definition or its lease holds is data, never a template.
+                    self.inventory.set_variable(name, key, wrap_var(value))
                 for group in host["groups"]:
                     self.inventory.add_child(self.inventory.add_group(self._sanitize_group_name(group)), name)
                 hostvars = self.inventory.get_host(name).get_vars()

@@ -141,6 +141,7 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.kiosk.lxc.plugins.module_utils.cgroup.device import Host, run
+from ansible_collections.kiosk.lxc.plugins.module_utils.common import text
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
 
 try:
@@ -178,6 +179,7 @@ def main():
             module.fail_json(msg=missing_required_lib("libvirt-python"), exception=LIBVIRT_IMPORT_ERROR)
         libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
     try:
+        text.check_params(module.params)  # every string may reach a file, a command or XML
         if module.params["domain"]:
             try:
                 conn = libvirt.open(module.params["uri"])

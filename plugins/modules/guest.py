@@ -263,6 +263,7 @@ report:
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible_collections.kiosk.lxc.plugins.module_utils.common import text
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
 from ansible_collections.kiosk.lxc.plugins.module_utils.domain import manage
 from ansible_collections.kiosk.lxc.plugins.module_utils.guest import reconcile, spec
@@ -302,6 +303,7 @@ def main():
         return discovery.discover(**kwargs)
 
     try:
+        text.check_params(p)  # every string may reach a file, a command or XML
         settings = reconcile.Settings(
             kiosk=spec.validate_kiosk(p["kiosk"]),
             defaults=spec.validate_defaults(p["defaults"]),

@@ -102,6 +102,7 @@ running:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.kiosk.lxc.plugins.module_utils.common import text
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
 from ansible_collections.kiosk.lxc.plugins.module_utils.hotplug.install import Host, run
 
@@ -118,6 +119,7 @@ def main():
         supports_check_mode=True,
     )
     try:
+        text.check_params(module.params)  # every string may reach a file, a command or XML
         result = run(module.params, module.check_mode, Host(run=module.run_command))
     except (KioskError, OSError) as exc:
         msg = exc.msg if isinstance(exc, KioskError) else f"The hotplug agent: {exc}"

@@ -54,6 +54,7 @@ how:
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible_collections.kiosk.lxc.plugins.module_utils.common import text
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
 from ansible_collections.kiosk.lxc.plugins.module_utils.host.libvirtd import ensure_started
 
@@ -91,6 +92,7 @@ def main():
             raise KioskError(f"Starting libvirtd failed: {' '.join(argv)}: {(err or out).strip()}")
 
     try:
+        text.check_params(module.params)  # every string may reach a file, a command or XML
         result = ensure_started(module.params["uri"], module.params["timeout"], module.check_mode, connect, run)
     except KioskError as exc:
         module.fail_json(msg=exc.msg, **exc.details)

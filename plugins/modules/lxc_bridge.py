@@ -158,6 +158,7 @@ import traceback
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.kiosk.lxc.plugins.module_utils.bridge.bridge import Host, ensure
 from ansible_collections.kiosk.lxc.plugins.module_utils.bridge.netlink import HAS_PYROUTE2, PYROUTE2_IMPORT_ERROR
+from ansible_collections.kiosk.lxc.plugins.module_utils.common import text
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
 
 
@@ -198,6 +199,7 @@ def main():
     params = dict(module.params)
     params["dhcp_hosts"] = [{k: v for k, v in h.items() if v is not None} for h in params["dhcp_hosts"]]
     try:
+        text.check_params(module.params)  # every string may reach a file, a command or XML
         result = ensure(params, host, check=module.check_mode)
     except KioskError as exc:
         module.fail_json(msg=exc.msg, **exc.details)

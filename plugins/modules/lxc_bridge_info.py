@@ -74,6 +74,7 @@ import traceback
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.kiosk.lxc.plugins.module_utils.bridge.bridge import Host, info
 from ansible_collections.kiosk.lxc.plugins.module_utils.bridge.netlink import HAS_PYROUTE2, PYROUTE2_IMPORT_ERROR
+from ansible_collections.kiosk.lxc.plugins.module_utils.common import text
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
 
 
@@ -90,6 +91,7 @@ def main():
         module.fail_json(msg=missing_required_lib("pyroute2"), exception=str(PYROUTE2_IMPORT_ERROR))
     host = Host(run=lambda argv, data=None: module.run_command(argv, data=data), which=module.get_bin_path)
     try:
+        text.check_params(module.params)  # every string may reach a file, a command or XML
         result = info(dict(module.params), host)
     except KioskError as exc:
         module.fail_json(msg=exc.msg, **exc.details)

@@ -256,6 +256,7 @@ forced_stop:
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible_collections.kiosk.lxc.plugins.module_utils.common import text
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
 from ansible_collections.kiosk.lxc.plugins.module_utils.domain import manage, native
 
@@ -308,6 +309,7 @@ def main():
     for lib, err in manage.missing_libs():
         module.fail_json(msg=missing_required_lib(lib), exception=err)
     try:
+        text.check_params(module.params, skip=("xml",))  # every string may reach a file, a command or XML
         with manage.connection(module.params["uri"]) as conn:
             ensure = native.ensure if module.params["from_native"] else manage.ensure
             result = ensure(conn, module.params, check_mode=module.check_mode)

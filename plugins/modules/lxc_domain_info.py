@@ -120,6 +120,7 @@ missing:
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible_collections.kiosk.lxc.plugins.module_utils.common import text
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
 from ansible_collections.kiosk.lxc.plugins.module_utils.domain import info, manage
 
@@ -136,6 +137,7 @@ def main():
     for lib, err in manage.missing_libs():
         module.fail_json(msg=missing_required_lib(lib), exception=err)
     try:
+        text.check_params(module.params)  # every string may reach a file, a command or XML
         with manage.connection(module.params["uri"]) as conn:
             result = info.gather(conn, module.params["names"], module.params["leases_dir"])
     except KioskError as exc:

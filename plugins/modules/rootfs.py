@@ -169,6 +169,7 @@ import shutil
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.urls import open_url
+from ansible_collections.kiosk.lxc.plugins.module_utils.common import text
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
 from ansible_collections.kiosk.lxc.plugins.module_utils.rootfs import build
 
@@ -209,6 +210,7 @@ def main():
             shutil.copyfileobj(resp, out)
 
     try:
+        text.check_params(module.params)  # every string may reach a file, a command or XML
         d = build.desired(p)
         plan = build.plan(p["cache_dir"], d, p["state"])
         if plan["changed"] and not module.check_mode:

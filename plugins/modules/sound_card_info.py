@@ -85,6 +85,7 @@ unmatched:
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible_collections.kiosk.lxc.plugins.module_utils.common import text
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
 from ansible_collections.kiosk.lxc.plugins.module_utils.sound import discovery
 from ansible_collections.kiosk.lxc.plugins.module_utils.sound.select import (
@@ -110,6 +111,7 @@ def main():
     if discovery.pyudev is None:
         module.fail_json(msg=missing_required_lib("pyudev"), exception=traceback.format_exc())
     try:
+        text.check_params(module.params)  # every string may reach a file, a command or XML
         selectors = module.params["cards"]
         if selectors is not None:
             selectors = [normalize_selector(s) for s in selectors]

@@ -135,6 +135,7 @@ restart_pending:
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible_collections.kiosk.lxc.plugins.module_utils.common import text
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
 from ansible_collections.kiosk.lxc.plugins.module_utils.domain.manage import connect
 from ansible_collections.kiosk.lxc.plugins.module_utils.sound import discovery, passthrough, plan
@@ -161,6 +162,7 @@ def main():
         if mod is None:
             module.fail_json(msg=missing_required_lib(lib), exception=traceback.format_exc())
     try:
+        text.check_params(module.params)  # every string may reach a file, a command or XML
         conn = connect(module.params["uri"])
         result = passthrough.ensure(conn, module.params, check_mode=module.check_mode)
     except KioskError as exc:

@@ -72,6 +72,7 @@ actions:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.kiosk.lxc.plugins.module_utils.common import text
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
 from ansible_collections.kiosk.lxc.plugins.module_utils.subid import ranges
 
@@ -87,6 +88,7 @@ def main():
         supports_check_mode=True,
     )
     try:
+        text.check_params(module.params)  # every string may reach a file, a command or XML
         result = ranges.ensure(module.params, check_mode=module.check_mode)
     except KioskError as exc:
         module.fail_json(msg=exc.msg, **exc.details)

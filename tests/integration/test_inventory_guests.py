@@ -139,6 +139,23 @@ def test_guests_are_hosts_with_their_leased_address_groups_and_metadata(
     assert fresh["_meta"]["hostvars"][host_a]["ansible_host"] == "10.213.0.11"
 
 
+def _this_kiosk(tmp_path: Path, bridge: str, lease: str) -> None:
+    """This machine as the one kiosk, and one lease line ("MAC IP HOSTNAME") in a lease file of the test's."""
+    leases = tmp_path / "leases"
+    leases.mkdir()
+    (leases / f"{bridge}.leases").write_text(f"{int(time.time()) + 3600} {lease} *\n")
+    (tmp_path / "kiosks.yml").write_text("kiosks:\n  hosts:\n    localhost: {ansible_connection: local}\n")
+    (tmp_path / "guests.kiosk.lxc.yml").write_text(f"plugin: kiosk.lxc.guests\nleases_dir: {leases}\n")
+
+
+def _ansible(tmp_path: Path, pattern: str, *args: str) -> subprocess.CompletedProcess:
+    cmd = [
+        str(Path(sys.executable).parent / "ansible"),
+        "-i", str(tmp_path / "kiosks.yml"), "-i", str(tmp_path / "guests.kiosk.lxc.yml"), pattern, *args,
+    ]  # fmt: skip
+    return subprocess.run(cmd, env=ansible_env(), capture_output=True, text=True, check=False, cwd=tmp_path)
+
+
 def _sshd_binary() -> Path | None:
     """The host's sshd, or one named by KIOSK_TEST_SSHD (e.g. unpacked from openssh-server's .deb)."""
     for candidate in (os.environ.get("KIOSK_TEST_SSHD"), "/usr/sbin/sshd"):
@@ -201,19 +218,32 @@ def test_ansible_reaches_a_running_guest_through_the_inventory(libvirt_conn, gue
     while "Server listening" not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
         time.sleep(0.1)
     assert "Server listening" in log.read_text()
-    leases = tmp_path / "leases"
-    leases.mkdir()
-    (leases / f"{bridge}.leases").write_text(f"{int(time.time()) + 3600} {MAC_A} {net}.20 * *\n")
-    (tmp_path / "kiosks.yml").write_text("kiosks:\n  hosts:\n    localhost: {ansible_connection: local}\n")
-    (tmp_path / "guests.kiosk.lxc.yml").write_text(f"plugin: kiosk.lxc.guests\nleases_dir: {leases}\n")
-
-    cmd = [
-        str(Path(sys.executable).parent / "ansible"),
-        "-i", str(tmp_path / "kiosks.yml"), "-i", str(tmp_path / "guests.kiosk.lxc.yml"),
-        f"guests:&{guest_name}.localhost",  # only this test's guest: never other people's
-        "-m", "ansible.builtin.ping", "-u", "root", "--private-key", str(key),
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, env=ansible_env(), capture_output=True, text=True, check=False, cwd=tmp_path)
+    _this_kiosk(tmp_path, bridge, f"{MAC_A} {net}.20 *")
+    # only this test's guest: never other people's
+    proc = _ansible(tmp_path, f"guests:&{guest_name}.localhost", "-m", "ansible.builtin.ping", "-u", "root",
+                    "--private-key", str(key))  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"{guest_name}.localhost | SUCCESS" in proc.stdout
     assert "ping: pong" in proc.stdout  # the yaml result format of ansible.cfg
+
+
+def test_a_template_in_a_guests_metadata_is_never_run(libvirt_conn, guest_name, busybox_rootfs, tmp_path, bridge):
+    """A guest's root can write its domain's metadata (through whoever manages it) and its DHCP
+    lease's host name: the inventory hands them over as data. A playbook that prints the
+    variables must not run the lookup they hold. (ansible-core 2.19 trusts no inventory value as
+    a template by itself; 2.16 to 2.18, which the collection supports, template what is not
+    marked unsafe: run this test with such an ansible-core to see the difference.)
+    """
+    planted = tmp_path / "planted"
+    payload = "{{ lookup('pipe', 'touch " + str(planted) + "') }}"
+    meta = (
+        f"<{META_PREFIX}:metadata xmlns:{META_PREFIX}='{META_NS}'>"
+        f"<{META_PREFIX}:item key='role'>{payload}</{META_PREFIX}:item></{META_PREFIX}:metadata>"
+    )
+    _define(libvirt_conn, guest_name, busybox_rootfs(), bridge, MAC_A, metadata=meta)
+    _this_kiosk(tmp_path, bridge, f"{MAC_A} 10.213.0.11 {guest_name}")
+    proc = _ansible(tmp_path, f"{guest_name}.localhost", "-m", "ansible.builtin.debug",
+                    "-a", "msg={{ [role, kiosk_guest] }}")  # fmt: skip
+    assert not planted.exists(), "the guest's metadata ran a command on the controller"
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "lookup(" in proc.stdout and str(planted) in proc.stdout  # printed as the text it is

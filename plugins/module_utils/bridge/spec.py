@@ -15,13 +15,14 @@ import os
 import re
 from dataclasses import dataclass
 
+from ansible_collections.kiosk.lxc.plugins.module_utils.common import text
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
 
 IFNAMSIZ = 15  # the kernel's limit for an interface name (16 bytes with the NUL)
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
-HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
-DOMAIN_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+MAC_RE = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
+HOSTNAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+DOMAIN_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
 FIREWALLS = ("auto", "nftables", "iptables")
 
 DEFAULT_CONFIG_DIR = "/etc/kiosk-lxc"
@@ -76,9 +77,12 @@ def _name(value) -> str:
     if not name:
         _fail("Option 'name' must not be empty")
     if len(name) > IFNAMSIZ:
-        _fail(f"Bridge '{name}': name is {len(name)} characters long, Linux allows at most {IFNAMSIZ}")
-    if not NAME_RE.match(name):
-        _fail(f"Bridge '{name}': name may only hold letters, digits, '_', '.' and '-', starting with a letter or digit")
+        _fail(f"Bridge {text.quote(name)}: name is {len(name)} characters long, Linux allows at most {IFNAMSIZ}")
+    if not NAME_RE.fullmatch(name):
+        _fail(
+            f"Bridge {text.quote(name)}: name may only hold letters, digits, '_', '.' and '-',"
+            " starting with a letter or digit"
+        )
     return name
 
 
@@ -146,8 +150,8 @@ def _hosts(name: str, iface, value) -> tuple[StaticLease, ...]:
         if unknown:
             _fail(f"{where} has unknown keys {', '.join(sorted(unknown))} (allowed: mac, ip, name)")
         mac = str(entry.get("mac") or "").lower().replace("-", ":")
-        if not MAC_RE.match(mac):
-            _fail(f"{where}: mac '{entry.get('mac')}' is not a MAC address like 52:54:00:00:00:10")
+        if not MAC_RE.fullmatch(mac):
+            _fail(f"{where}: mac {text.quote(entry.get('mac'))} is not a MAC address like 52:54:00:00:00:10")
         try:
             ip = ipaddress.IPv4Address(str(entry.get("ip") or ""))
         except ValueError:
@@ -160,8 +164,8 @@ def _hosts(name: str, iface, value) -> tuple[StaticLease, ...]:
         host = entry.get("name")
         if host is not None:
             host = str(host)
-            if not HOSTNAME_RE.match(host):
-                _fail(f"{where}: name '{host}' is not a host name (letters, digits and '-')")
+            if not HOSTNAME_RE.fullmatch(host):
+                _fail(f"{where}: name {text.quote(host)} is not a host name (letters, digits and '-')")
         for key, val in (("mac", mac), ("ip", str(ip)), ("name", host and host.lower())):
             if val is None:
                 continue
@@ -190,8 +194,8 @@ def build_spec(params: dict) -> BridgeSpec:
     if firewall not in FIREWALLS:
         _fail(f"Bridge '{name}': firewall '{firewall}' must be one of {', '.join(FIREWALLS)}")
     domain = params.get("dns_domain") or None
-    if domain is not None and not DOMAIN_RE.match(domain):
-        _fail(f"Bridge '{name}': dns_domain '{domain}' is not a DNS domain name")
+    if domain is not None and not DOMAIN_RE.fullmatch(domain):
+        _fail(f"Bridge '{name}': dns_domain {text.quote(domain)} is not a DNS domain name")
     return BridgeSpec(
         interface=iface,
         dhcp_range=_range(name, iface, params.get("dhcp_range")),

@@ -14,23 +14,20 @@ import os
 
 from ansible_collections.kiosk.lxc.plugins.module_utils.cgroup.v1 import V1Devices
 from ansible_collections.kiosk.lxc.plugins.module_utils.cgroup.v2 import V2Devices
+from ansible_collections.kiosk.lxc.plugins.module_utils.common import procfs
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
 
-MOUNTINFO = "/proc/self/mountinfo"
+MOUNTINFO = procfs.MOUNTINFO
 
 
 def cgroup_mounts(mountinfo: str = MOUNTINFO) -> tuple[str | None, str | None]:
     """(v1 devices controller mount point, cgroup2 mount point); either may be None."""
     v1 = v2 = None
-    with open(mountinfo, encoding="utf-8") as fh:
-        for line in fh:
-            left, right = line.split(" - ", 1)
-            fields = right.split()
-            mountpoint = left.split()[4]
-            if fields[0] == "cgroup" and "devices" in fields[2].split(","):
-                v1 = mountpoint
-            elif fields[0] == "cgroup2" and v2 is None:
-                v2 = mountpoint
+    for mount in procfs.mountinfo(mountinfo):
+        if mount.fstype == "cgroup" and "devices" in mount.super_options:
+            v1 = mount.mountpoint
+        elif mount.fstype == "cgroup2" and v2 is None:
+            v2 = mount.mountpoint
     return v1, v2
 
 

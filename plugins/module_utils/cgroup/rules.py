@@ -26,15 +26,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ansible_collections.kiosk.lxc.plugins.module_utils.common import procfs
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
 
-PROC_DEVICES = "/proc/devices"
+PROC_DEVICES = procfs.PROC_DEVICES
 ACCESS_ORDER = "rwm"
 TYPES = {"c": "char", "b": "block"}
 MAX_MAJOR = (1 << 12) - 1
 MAX_MINOR = (1 << 20) - 1
-_RULE_RE = re.compile(r"^\s*(\S+)\s+([^\s:]+):(\S+)\s+(\S+)\s*$")
-_NAME_RE = re.compile(r"^[A-Za-z][\w./-]*$")
+_RULE_RE = re.compile(r"\s*(\S+)\s+([^\s:]+):(\S+)\s+(\S+)\s*")
+_NAME_RE = re.compile(r"[A-Za-z][\w./-]*")
 
 
 def norm_access(letters: str) -> str:
@@ -86,21 +87,8 @@ class RuleSpec(_RuleText):
 
 
 def read_proc_devices(path: str = PROC_DEVICES) -> dict[str, dict[str, list[int]]]:
-    """{'char': {name: [major, ...]}, 'block': {...}} from /proc/devices."""
-    table: dict[str, dict[str, list[int]]] = {"char": {}, "block": {}}
-    section = None
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            text = line.strip()
-            if text.startswith("Character devices"):
-                section = "char"
-            elif text.startswith("Block devices"):
-                section = "block"
-            elif text and section:
-                number, _sep, name = text.partition(" ")
-                if number.isdigit() and name:
-                    table[section].setdefault(name.strip(), []).append(int(number))
-    return table
+    """{'char': {name: [major, ...]}, 'block': {...}} from /proc/devices (common/procfs.py's parse)."""
+    return procfs.proc_devices(path)
 
 
 def _number(text: str, what: str, limit: int, spec) -> int | None:
@@ -114,7 +102,7 @@ def _number(text: str, what: str, limit: int, spec) -> int | None:
 def parse_spec(item, option: str = "rules") -> RuleSpec:
     """A RuleSpec from a devices.allow string or a {type, major, minor, access} dict."""
     if isinstance(item, str):
-        match = _RULE_RE.match(item)
+        match = _RULE_RE.fullmatch(item)
         if not match:
             raise KioskError(
                 f"Option {option}: '{item}' is not a device rule like 'c 116:* rw' (TYPE MAJOR:MINOR ACCESS)"
@@ -144,7 +132,7 @@ def parse_spec(item, option: str = "rules") -> RuleSpec:
         raise KioskError(f"rules: rule '{shown}': access '{access}' must be made of the letters r, w and m")
     if major == "*" or major.isdigit():
         major_value: int | str | None = _number(major, "major", MAX_MAJOR, shown)
-    elif _NAME_RE.match(major):
+    elif _NAME_RE.fullmatch(major):
         major_value = major
     else:
         raise KioskError(f"rules: rule '{shown}': major '{major}' is neither a number, '*' nor a device name")

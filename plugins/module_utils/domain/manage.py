@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 import time
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 try:
     import libvirt
@@ -43,6 +45,7 @@ except ImportError as _exc:  # pragma: no cover - ansible-test's import sanity r
     HAS_LIBVIRT = False
     LIBVIRT_IMPORT_ERROR = _exc
 
+from ansible_collections.kiosk.lxc.plugins.module_utils.common import text
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
 from ansible_collections.kiosk.lxc.plugins.module_utils.domain import spec as speclib
 from ansible_collections.kiosk.lxc.plugins.module_utils.domain import xmldef
@@ -58,6 +61,7 @@ STATE_NAMES = {
     7: "pmsuspended",
 }
 ACTIVE_STATES = ("running", "blocked", "paused", "shutdown", "pmsuspended")
+SYS_CLASS_NET = "/sys/class/net"
 
 
 def _quiet(_ctx, _err):
@@ -230,6 +234,36 @@ def plan_absent(guest: Guest) -> Plan:
     return plan
 
 
+def _bridges(xml: str | None) -> list[str]:
+    if not xml:
+        return []
+    root = xmldef.parse(xml)
+    return [el.get("bridge") for el in root.iterfind("devices/interface[@type='bridge']/source") if el.get("bridge")]
+
+
+def check_bridges(conn, plan: Plan, spec, sys_class_net: str = SYS_CLASS_NET) -> None:
+    """Every bridge a new or changed definition adds exists on this host, before anything is defined.
+
+    Only for a libvirt on this host (a URI without a host part): a remote kiosk's bridges are not
+    in this host's /sys. Bridges the stored definition already names are left to libvirt.
+    """
+    if plan.define_xml is None or urlsplit(conn.getURI()).netloc:
+        return
+    known = set(_bridges(plan.guest.xml))
+    for bridge in _bridges(plan.define_xml):
+        if bridge in known or os.path.isdir(os.path.join(sys_class_net, bridge, "bridge")):
+            continue
+        if spec.interfaces is not None:
+            index = next(i for i, e in enumerate(spec.interfaces) if e["type"] == "bridge" and e["source"] == bridge)
+            option = f"interfaces[{index}].bridge"
+        else:
+            option = "xml" if spec.xml is not None else "interfaces"
+        raise KioskError(
+            f"Guest '{plan.name}': {option}: bridge {text.quote(bridge)} does not exist on this host"
+            " (make it first, e.g. with kiosk.lxc.lxc_bridge)"
+        )
+
+
 # ------------------------------------------------------------------ apply
 
 
@@ -275,7 +309,7 @@ def _failed(conn, what: str, exc) -> str:
     except (libvirt.libvirtError, AttributeError):
         alive = True
     if alive:
-        return f"{what} failed: {exc}"
+        return f"{what} failed: {text.escape(str(exc).strip())}"
     return f"libvirtd went away during {what} ({exc}); run again once libvirtd is back"
 
 
@@ -301,10 +335,17 @@ def apply(conn, plan: Plan, shutdown_timeout: float) -> dict:
             elif action in ("autostart_on", "autostart_off"):
                 dom.setAutostart(1 if action == "autostart_on" else 0)
         except libvirt.libvirtError as exc:
-            raise KioskError(
-                f"Guest '{plan.name}': {_failed(conn, action, exc)}",
-                actions_done=plan.actions[: plan.actions.index(action)],
-            ) from exc
+            msg = f"Guest '{plan.name}': {_failed(conn, action, exc)}"
+            done = plan.actions[: plan.actions.index(action)]
+            if action == "start" and done[:1] == ["define"] and plan.guest.dom is None:
+                # A guest this run defined and could not start: not left half made.
+                try:
+                    dom.undefine()
+                    msg += "; the new guest was undefined again"
+                    done = []
+                except libvirt.libvirtError as undo:
+                    msg += f"; undefining the new guest failed too: {undo}"
+            raise KioskError(msg, actions_done=done) from exc
     happened["dom"] = dom
     return happened
 
@@ -363,6 +404,7 @@ def ensure(conn, params: dict, check_mode: bool = False) -> dict:
             restart=spec.restart,
             autostart=spec.autostart,
         )
+        check_bridges(conn, plan, spec)
     return result(conn, plan, check_mode, spec.shutdown_timeout)
 
 

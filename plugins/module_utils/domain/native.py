@@ -72,7 +72,7 @@ LIBVIRT_KEYS = {
     "lxc.cap.drop",
 }
 LIBVIRT_PREFIXES = ("lxc.cgroup.blkio.",)
-NET_RE = re.compile(r"^lxc\.(net\.\d+|network)\.(.+)$")
+NET_RE = re.compile(r"lxc\.(net\.\d+|network)\.(.+)")
 NET_SUFFIXES = {
     "name",
     "type",
@@ -106,7 +106,7 @@ REASONS = (
     ("lxc.console.", "libvirt gives the guest a pty console"),
 )
 DEFAULT_REASON = "libvirt's lxc-tools conversion ignores this key"
-ROOTFS_PREFIX_RE = re.compile(r"^([a-z]+):(.*)$")
+ROOTFS_PREFIX_RE = re.compile(r"([a-z]+):(.*)")
 NEW_GUEST_MEMORY_KIB = speclib.NEW_GUEST_MEMORY_KIB
 LIBVIRT_DEFAULT_MEMORY_KIB = 64 * 1024
 
@@ -169,7 +169,7 @@ def _reason(key: str) -> str:
 
 def _fix_rootfs(guest: str, devices, value: str) -> None:
     path = value
-    match = ROOTFS_PREFIX_RE.match(value)
+    match = ROOTFS_PREFIX_RE.fullmatch(value)
     if match:
         if match.group(1) != "dir":
             raise KioskError(
@@ -268,7 +268,7 @@ def fix_up(guest: str, root, lines: list[tuple[int, str, str]], *, stat_fn=os.st
     rule_specs = []
     has_memory = False
     for number, key, value in lines:
-        net = NET_RE.match(key)
+        net = NET_RE.fullmatch(key)
         if key in ("lxc.rootfs.path", "lxc.rootfs"):
             _fix_rootfs(guest, devices, value)
         elif key == "lxc.init.cmd":

@@ -18,6 +18,7 @@ import os
 import shutil
 import time
 
+from ansible_collections.kiosk.lxc.plugins.module_utils.common import procfs
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
 
 DEFAULT_URI = "lxc:///system"
@@ -29,15 +30,11 @@ def hybrid_unified_mount(mountinfo: str = "/proc/self/mountinfo") -> str | None:
     """The cgroup2 mount point beside cgroup v1 controllers, or None."""
     v1 = False
     unified = None
-    with open(mountinfo, encoding="utf-8") as fh:
-        for line in fh:
-            left, right = line.split(" - ", 1)
-            fstype = right.split()[0]
-            mountpoint = left.split()[4]
-            if fstype == "cgroup":
-                v1 = True
-            elif fstype == "cgroup2" and mountpoint != "/sys/fs/cgroup":
-                unified = mountpoint
+    for mount in procfs.mountinfo(mountinfo):
+        if mount.fstype == "cgroup":
+            v1 = True
+        elif mount.fstype == "cgroup2" and mount.mountpoint != "/sys/fs/cgroup":
+            unified = mount.mountpoint
     return unified if v1 else None
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 
+from ansible_collections.kiosk.lxc.plugins.module_utils.common import procfs
+
 REQUIRED_NAMESPACES = ("mnt", "uts", "ipc", "pid", "net")
 OPTIONAL_NAMESPACES = ("user", "cgroup")
 MAJOR_NAMES = ("alsa", "drm", "input")
@@ -20,33 +22,19 @@ LXC_EMULATOR = "/usr/lib/libvirt/libvirt_lxc"
 
 def read_majors(proc: str = "/proc") -> dict[str, int | None]:
     """Character-device majors by name from /proc/devices (None when absent)."""
-    majors: dict[str, int | None] = dict.fromkeys(MAJOR_NAMES)
-    in_char = False
-    with open(os.path.join(proc, "devices"), encoding="utf-8") as fh:
-        for raw in fh:
-            line = raw.strip()
-            if line.endswith("devices:"):
-                in_char = line.startswith("Character")
-                continue
-            parts = line.split()
-            if in_char and len(parts) == 2 and parts[1] in majors and majors[parts[1]] is None:
-                majors[parts[1]] = int(parts[0])
-    return majors
+    char = procfs.proc_devices(os.path.join(proc, "devices"))["char"]
+    return {name: (char[name][0] if name in char else None) for name in MAJOR_NAMES}
 
 
 def read_cgroup(mountinfo: str) -> dict:
     """The cgroup layout: version v1 | v2 | hybrid, and the device controller."""
     v1_controllers: set[str] = set()
     v2_mounts = []
-    with open(mountinfo, encoding="utf-8") as fh:
-        for line in fh:
-            left, right = line.split(" - ", 1)
-            fields = right.split()
-            mountpoint = left.split()[4]
-            if fields[0] == "cgroup":
-                v1_controllers.update(fields[2].split(","))
-            elif fields[0] == "cgroup2":
-                v2_mounts.append(mountpoint)
+    for mount in procfs.mountinfo(mountinfo):
+        if mount.fstype == "cgroup":
+            v1_controllers.update(mount.super_options)
+        elif mount.fstype == "cgroup2":
+            v2_mounts.append(mount.mountpoint)
     if v1_controllers and v2_mounts:
         version = "hybrid"
     elif v2_mounts:
@@ -67,16 +55,9 @@ def read_cgroup(mountinfo: str) -> dict:
 
 
 def read_sound_cards(proc: str = "/proc") -> list[str]:
-    path = os.path.join(proc, "asound", "cards")
-    if not os.path.exists(path):
-        return []
-    cards = []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            parts = line.split()
-            if parts and parts[0].isdigit():
-                cards.append(line.split("]:", 1)[-1].strip() if "]:" in line else line.strip())
-    return cards
+    """The cards' "driver - name" descriptions from /proc/asound/cards ([] when it is forged)."""
+    cards = procfs.asound_cards(os.path.join(proc, "asound", "cards"))
+    return [f"{c['alsa_driver']} - {c['name']}" for _n, c in sorted(cards.items())]
 
 
 def gather(proc: str = "/proc", run_dir: str = "/run") -> dict:

@@ -31,6 +31,7 @@ import sys
 import threading
 import time
 
+from ansible_collections.kiosk.lxc.plugins.module_utils.common import text
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.files import write_atomic
 from ansible_collections.kiosk.lxc.plugins.module_utils.hotplug import apply, plan
@@ -54,6 +55,14 @@ RESCAN_SECONDS = 5.0
 WAKE = 0.5
 
 
+class OneLine(logging.Filter):
+    """Every record's message as one line: a guest's pactl answer or a USB device's name is data."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = text.escape(record.getMessage()), None
+        return True
+
+
 def make_logger(log_file: str | None = None, syslog_socket: str = SYSLOG_SOCKET) -> logging.Logger:
     """The agent's logger: syslog (the journal) when present and no file is asked for, else a file."""
     logger = logging.getLogger(NAME)
@@ -70,6 +79,7 @@ def make_logger(log_file: str | None = None, syslog_socket: str = SYSLOG_SOCKET)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         handler = logging.FileHandler(path, encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler.addFilter(OneLine())
     logger.addHandler(handler)
     return logger
 

@@ -26,18 +26,18 @@ import re
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
 from ansible_collections.kiosk.lxc.plugins.module_utils.sound.select import matches, normalize_selector
 
-CARD_RE = re.compile(r"^card(\d+)$")
-CONTROL_RE = re.compile(r"^controlC(\d+)$")
+CARD_RE = re.compile(r"card(\d+)")
+CONTROL_RE = re.compile(r"controlC(\d+)")
 
 
 def card_syspath(sys_path: str) -> str | None:
     """The card a sound device belongs to (itself for cardN, its parent for a card's node)."""
     base = sys_path.rstrip("/")
     name = base.rsplit("/", 1)[-1]
-    if CARD_RE.match(name):
+    if CARD_RE.fullmatch(name):
         return base
     parent = base.rsplit("/", 1)[0]
-    if CARD_RE.match(parent.rsplit("/", 1)[-1]):
+    if CARD_RE.fullmatch(parent.rsplit("/", 1)[-1]):
         return parent
     return None
 
@@ -52,16 +52,16 @@ def event_kind(action: str, sys_path: str) -> str | None:
     node or of the card itself, whichever comes first.
     """
     name = sys_path.rstrip("/").rsplit("/", 1)[-1]
-    if action in ("add", "change", "bind") and CARD_RE.match(name):
+    if action in ("add", "change", "bind") and CARD_RE.fullmatch(name):
         return "attach"
-    if action == "remove" and (CARD_RE.match(name) or CONTROL_RE.match(name)):
+    if action == "remove" and (CARD_RE.fullmatch(name) or CONTROL_RE.fullmatch(name)):
         return "detach"
     return None
 
 
 def card_complete(card: dict) -> bool:
     """Whether ALSA has finished the card: its control node exists."""
-    return any(CONTROL_RE.match(n["name"]) for n in card["nodes"])
+    return any(CONTROL_RE.fullmatch(n["name"]) for n in card["nodes"])
 
 
 def wants(guest: dict, card: dict) -> bool:

@@ -30,9 +30,11 @@ import os
 import platform
 import re
 import shutil
+import stat
+import struct
 import tarfile
 
-from ansible_collections.kiosk.lxc.plugins.module_utils.common import files, guestfs
+from ansible_collections.kiosk.lxc.plugins.module_utils.common import files, guestfs, text
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
 from ansible_collections.kiosk.lxc.plugins.module_utils.rootfs import idmap as idmaplib
 
@@ -48,8 +50,8 @@ AUDIO_STACKS = {
 # Debian architecture names by kernel machine name.
 DEB_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "armhf", "i686": "i386"}
 QEMU_BINFMT = {"arm64": "qemu-aarch64", "armhf": "qemu-arm", "amd64": "qemu-x86_64", "i386": "qemu-i386"}
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-PKG_RE = re.compile(r"^[a-z0-9][a-z0-9.+-]+$")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+PKG_RE = re.compile(r"[a-z0-9][a-z0-9.+-]+")
 
 NETWORKD_UNIT = """\
 # Written by kiosk.lxc: DHCP on the guest's first interface.
@@ -77,8 +79,8 @@ def desired(params: dict) -> dict:
     if params.get("idmap") and method != "clone":
         raise KioskError("idmap: only a clone (method clone) is shifted to a guest's ids")
     name = params.get("name") or ""
-    if name and not NAME_RE.match(name):
-        raise KioskError(f"name: '{name}' may hold only letters, digits, '.', '_' and '-' (64 at most)")
+    if name and not NAME_RE.fullmatch(name):
+        raise KioskError(f"name: {text.quote(name)} may hold only letters, digits, '.', '_' and '-' (64 at most)")
     arch = params.get("arch") or host_deb_arch()
     if arch not in QEMU_BINFMT:
         raise KioskError(f"arch: '{arch}' is not one of {', '.join(sorted(QEMU_BINFMT))}")
@@ -86,12 +88,12 @@ def desired(params: dict) -> dict:
     if audio not in AUDIO_STACKS:
         raise KioskError(f"audio: '{audio}' is not one of {', '.join(AUDIO_STACKS)}")
     packages = sorted(set(params.get("packages") or []))
-    bad = [p for p in packages if not PKG_RE.match(p)]
+    bad = [p for p in packages if not PKG_RE.fullmatch(p)]
     if bad:
-        raise KioskError(f"packages: '{bad[0]}' is not a Debian package name")
+        raise KioskError(f"packages: {text.quote(bad[0])} is not a Debian package name")
     user = params.get("user") or ""
-    if user and not re.match(r"^[a-z_][a-z0-9_-]{0,31}$", user):
-        raise KioskError(f"user: '{user}' is not a valid user name")
+    if user and not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", user):
+        raise KioskError(f"user: {text.quote(user)} is not a valid user name")
     d = {
         "format": FORMAT_VERSION,
         "method": method,
@@ -112,7 +114,7 @@ def desired(params: dict) -> dict:
         sha256 = (params.get("sha256") or "").lower()
         if not src:
             raise KioskError("src: the image method needs src, a rootfs.tar.xz path or URL")
-        if not re.match(r"^[0-9a-f]{64}$", sha256):
+        if not re.fullmatch(r"[0-9a-f]{64}", sha256):
             raise KioskError("sha256: the image method needs the image's sha256 (64 hex digits)")
         if not src.startswith(("http://", "https://")) and not os.path.isfile(src):
             raise KioskError(f"src: {src} does not exist")
@@ -126,8 +128,8 @@ def desired(params: dict) -> dict:
             where = record_path(src) if src else "its record"
             raise KioskError(f"src: {src or '(none)'} is not a rootfs built by kiosk.lxc.rootfs (no {where})")
         hostname = params.get("hostname") or name
-        if not re.match(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$", hostname or ""):
-            raise KioskError(f"hostname: '{hostname}' is not a valid host name")
+        if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?", hostname or ""):
+            raise KioskError(f"hostname: {text.quote(hostname)} is not a valid host name")
         if packages:
             raise KioskError("packages: a clone installs no packages; give them to the base rootfs")
         # A clone inherits the base's guest OS settings.
@@ -269,10 +271,58 @@ def _list(path):
         return []
 
 
+def restrict(cache_dir: str) -> None:
+    """The cache directory is root's alone (0700): the rootfs under it hold setuid-root programs
+    built for guests, which no host user may reach. An existing directory is tightened."""
+    os.makedirs(cache_dir, mode=0o700, exist_ok=True)
+    st = os.stat(cache_dir)
+    if st.st_mode & 0o077 and not _acl_users(cache_dir):
+        os.chmod(cache_dir, stat.S_IMODE(st.st_mode) & 0o700)
+
+
+# POSIX ACLs as the kernel stores them (linux/posix_acl_xattr.h): version 2, then (tag, perm, id)
+# entries sorted by tag and id. An idmapped guest's root is an unprivileged host uid that must
+# pass through the 0700 cache directory to its own rootfs: it is given search (x) there, alone.
+_ACL_XATTR = "system.posix_acl_access"
+_ACL_USER_OBJ, _ACL_USER, _ACL_GROUP_OBJ, _ACL_MASK, _ACL_OTHER = 0x01, 0x02, 0x04, 0x10, 0x20
+_ACL_UNDEFINED_ID = 0xFFFFFFFF
+
+
+def _acl_users(path: str) -> dict[int, int]:
+    """{uid: perm} of the named-user entries of path's access ACL."""
+    try:
+        raw = os.getxattr(path, _ACL_XATTR)
+    except OSError:
+        return {}
+    entries = [struct.unpack_from("<HHI", raw, off) for off in range(4, len(raw), 8)]
+    return {eid: perm for tag, perm, eid in entries if tag == _ACL_USER}
+
+
+def grant_search(cache_dir: str, uid: int) -> None:
+    """Give uid search permission on cache_dir (and nothing else), keeping the ACL's other users."""
+    users = _acl_users(cache_dir)
+    if users.get(uid) == 1:
+        return
+    users[uid] = 1
+    owner = (stat.S_IMODE(os.stat(cache_dir).st_mode) >> 6) & 7
+    entries = [(_ACL_USER_OBJ, owner, _ACL_UNDEFINED_ID)]
+    entries += [(_ACL_USER, perm, u) for u, perm in sorted(users.items())]
+    entries += [(_ACL_GROUP_OBJ, 0, _ACL_UNDEFINED_ID), (_ACL_MASK, 1, _ACL_UNDEFINED_ID)]
+    entries += [(_ACL_OTHER, 0, _ACL_UNDEFINED_ID)]
+    blob = struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in entries)
+    try:
+        os.setxattr(cache_dir, _ACL_XATTR, blob)
+    except OSError as exc:
+        raise KioskError(
+            f"idmap: cannot let the guest's root (uid {uid}) pass through {cache_dir}: {exc.strerror}"
+            " (the file system needs POSIX ACLs)"
+        ) from exc
+
+
 @contextlib.contextmanager
 def locked(cache_dir: str, name: str):
     """An exclusive lock per rootfs name: concurrent runs wait for each other."""
-    os.makedirs(cache_dir, mode=0o755, exist_ok=True)
+    restrict(cache_dir)
     with open(os.path.join(cache_dir, f".lock-{name}"), "w", encoding="utf-8") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
@@ -304,6 +354,8 @@ def apply(cache_dir: str, d: dict, run, state: str = "present", fetch=None) -> d
             adopt(final, manifest)
         if not p["changed"] or p["before"] == p["after"]:
             return p
+        if d.get("idmap"):
+            grant_search(cache_dir, d["idmap"]["uid"])
         work = os.path.join(cache_dir, f".build-{d['name']}-{os.getpid()}")
         os.makedirs(work)
         try:
@@ -433,23 +485,92 @@ def _image(work: str, d: dict, _run, fetch=None) -> None:
                 digest.update(block)
         if digest.hexdigest() != d["sha256"]:
             raise KioskError(f"src: {src} has sha256 {digest.hexdigest()}, not the expected {d['sha256']}")
-        with tarfile.open(local) as tar:
-            # A root filesystem: device nodes, owners and absolute links are wanted.
-            # (Python before 3.11.4, e.g. Debian 12's 3.11.2, has no filter argument.)
-            if hasattr(tarfile, "fully_trusted_filter"):
-                tar.extractall(work, filter="fully_trusted")
-            else:
-                tar.extractall(work)
+        extract_image(local, work, src)
     finally:
         if local != src:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(local)
     # LXC image-server tarballs hold the rootfs itself, or rootfs/ beside a metadata file.
+    # lstat, never stat: a "rootfs" or "etc" that is a link is not followed out of the build.
     inner = os.path.join(work, "rootfs")
-    if os.path.isdir(inner) and not os.path.isdir(os.path.join(work, "etc")):
+    if _is_real_dir(inner) and not os.path.lexists(os.path.join(work, "etc")):
         for entry in os.listdir(inner):
+            if os.path.lexists(os.path.join(work, entry)):
+                raise KioskError(
+                    f"src: {src}: the image holds both rootfs/{text.escape(entry)} and {text.escape(entry)}"
+                )
             os.rename(os.path.join(inner, entry), os.path.join(work, entry))
         os.rmdir(inner)
+    elif os.path.islink(inner) and not os.path.lexists(os.path.join(work, "etc")):
+        raise KioskError(f"src: {src}: the image's rootfs is a link, not a directory; refused")
+    # configure() then writes into the image through guestfs, which follows no link the image holds.
+
+
+TAR_KINDS = ("isreg", "isdir", "issym", "islnk", "ischr", "isblk", "isfifo")
+
+
+def _is_real_dir(path: str) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def _member_parts(name: str, src: str) -> list[str]:
+    """A member's path as parts relative to the rootfs; an absolute path or '..' is refused."""
+    if name.startswith("/"):
+        raise KioskError(
+            f"src: {src}: member {text.quote(name)} is an absolute path; refused (a rootfs image holds paths"
+            " relative to its root)"
+        )
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise KioskError(f"src: {src}: member {text.quote(name)} goes up with '..'; refused")
+    return parts
+
+
+def _no_link_on_the_way(work: str, parts: list[str], src: str, name: str) -> None:
+    """Every directory above parts[-1] is missing or a real directory inside work, never a link."""
+    path = work
+    for part in parts[:-1]:
+        path = os.path.join(path, part)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return  # made as a directory by the extraction itself
+        if not stat.S_ISDIR(st.st_mode):
+            kind = "the link" if stat.S_ISLNK(st.st_mode) else "the non-directory"
+            raise KioskError(
+                f"src: {src}: {text.quote(name)} goes through {kind} {text.quote(os.path.relpath(path, work))};"
+                " refused (an image is extracted without following links)"
+            )
+
+
+def extract_image(tarball: str, work: str, src: str) -> None:
+    """Extract a rootfs tarball into work, keeping device nodes, owners, modes and links, and never
+    writing outside work: absolute and '..' members, members (or hard link targets) under a link,
+    and other kinds than files, directories, links, device nodes and fifos are refused; a member
+    replaces a file or link already there rather than writing through it. KioskError naming src.
+    """
+    kwargs = {"filter": "fully_trusted"} if hasattr(tarfile, "fully_trusted_filter") else {}
+    with tarfile.open(tarball) as tar:
+        for member in tar:
+            parts = _member_parts(member.name, src)
+            if not any(getattr(member, kind)() for kind in TAR_KINDS):
+                raise KioskError(f"src: {src}: member {text.quote(member.name)} is of an unknown kind; refused")
+            _no_link_on_the_way(work, parts, src, member.name)
+            if member.islnk():
+                linked = _member_parts(member.linkname, src)
+                _no_link_on_the_way(work, linked, src, member.linkname)
+                member.linkname = "/".join(linked)
+            target = os.path.join(work, *parts)
+            if parts and os.path.lexists(target):
+                if _is_real_dir(target) and not member.isdir():
+                    raise KioskError(f"src: {src}: member {text.quote(member.name)} would replace a directory")
+                if not _is_real_dir(target):
+                    os.unlink(target)  # replaced, never written through
+            member.name = "/".join(parts) or "."
+            tar.extract(member, work, set_attrs=True, numeric_owner=True, **kwargs)
 
 
 def _distrobuilder(work: str, d: dict, run, _fetch=None) -> None:

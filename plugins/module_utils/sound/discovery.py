@@ -13,35 +13,22 @@ from __future__ import annotations
 import os
 import re
 
+from ansible_collections.kiosk.lxc.plugins.module_utils.common import procfs
+
 try:
     import pyudev
 except ImportError:  # pragma: no cover - reported by the module
     pyudev = None
 
 # ALSA's per-card device nodes (sound/core/*.c name them so).
-CARD_NODE_RE = re.compile(r"^(controlC(\d+)|pcmC(\d+)D\d+[pc]|hwC(\d+)D\d+|midiC(\d+)D\d+)$")
+CARD_NODE_RE = re.compile(r"(controlC(\d+)|pcmC(\d+)D\d+[pc]|hwC(\d+)D\d+|midiC(\d+)D\d+)")
 # Nodes every card needs beside its own: the ALSA timer and sequencer.
 SHARED_NODES = ("timer", "seq")
-CARDS_LINE_RE = re.compile(r"^\s*(\d+)\s+\[([^\]]*)\]:\s+(\S+)\s+-\s+(.*?)\s*$")
 
 
 def read_proc_cards(proc_root: str = "/proc") -> dict[int, dict]:
-    """/proc/asound/cards as {number: {"id", "alsa_driver", "name"}}; {} without ALSA."""
-    try:
-        with open(os.path.join(proc_root, "asound", "cards"), encoding="utf-8") as f:
-            text = f.read()
-    except OSError:
-        return {}
-    cards = {}
-    for line in text.splitlines():
-        m = CARDS_LINE_RE.match(line)
-        if m:
-            cards[int(m.group(1))] = {
-                "id": m.group(2).strip(),
-                "alsa_driver": m.group(3),
-                "name": m.group(4),
-            }
-    return cards
+    """/proc/asound/cards as {number: {"id", "alsa_driver", "name"}}; {} without ALSA or when forged."""
+    return procfs.asound_cards(os.path.join(proc_root, "asound", "cards"))
 
 
 def _node_info(device, dev_udev: str, dev_dir: str) -> dict:
@@ -123,7 +110,7 @@ def discover(context=None, *, proc_root: str = "/proc", dev_dir: str | None = No
             continue
         elif name in SHARED_NODES:
             shared.append(_node_info(device, dev_udev, dev_dir))
-        elif CARD_NODE_RE.match(name) and device.parent is not None:
+        elif CARD_NODE_RE.fullmatch(name) and device.parent is not None:
             nodes.setdefault(device.parent.sys_path, []).append(_node_info(device, dev_udev, dev_dir))
     infos = [_card_info(card, nodes.get(path, []), proc) for path, card in cards.items()]
     return {

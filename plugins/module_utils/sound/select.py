@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import re
 
+from ansible_collections.kiosk.lxc.plugins.module_utils.common import text
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
 
 SELECTOR_KEYS = ("usb", "id", "name", "path", "serial")
-USB_RE = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{4}$")
+USB_RE = re.compile(r"[0-9a-f]{4}:[0-9a-f]{4}")
 
 
 def normalize_selector(selector: dict, option: str = "cards") -> dict:
@@ -29,8 +30,9 @@ def normalize_selector(selector: dict, option: str = "cards") -> dict:
         raise KioskError(f"Option {option}: a selector needs at least one of {', '.join(SELECTOR_KEYS)}")
     if "usb" in sel:
         sel["usb"] = sel["usb"].lower()
-        if not USB_RE.match(sel["usb"]):
-            raise KioskError(f"Option {option}: usb '{selector['usb']}' is not vendor:product in hex like 0c76:161f")
+        if not USB_RE.fullmatch(sel["usb"]):
+            usb = text.quote(selector["usb"])
+            raise KioskError(f"Option {option}: usb {usb} is not vendor:product in hex like 0c76:161f")
     return sel
 
 

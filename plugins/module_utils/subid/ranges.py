@@ -29,14 +29,14 @@ from ansible_collections.kiosk.lxc.plugins.module_utils.common.files import writ
 FIRST_ID = 100000
 MAX_ID = 2**32 - 2  # 4294967295 is (uid_t)-1
 DEFAULT_COUNT = 65536
-OWNER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$")
-LINE_RE = re.compile(r"^([^:\s]+):(\d+):(\d+)$")
+OWNER_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}")
+LINE_RE = re.compile(r"([^:\s]+):(\d+):(\d+)")
 
 
 def desired(params: dict) -> dict:
     """The checked options: owner, count, start (None = allocate), state."""
     owner = params.get("name")
-    if not isinstance(owner, str) or not OWNER_RE.match(owner):
+    if not isinstance(owner, str) or not OWNER_RE.fullmatch(owner):
         raise KioskError(f"name: {owner!r} is not a valid owner (letters, digits, '.', '_', '-'; 64 at most)")
     count = params.get("count", DEFAULT_COUNT)
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_ID - FIRST_ID:
@@ -56,7 +56,7 @@ def parse(text: str) -> list:
     """Lines of a subid file: (owner, start, count) tuples, other lines as str."""
     out = []
     for line in text.splitlines():
-        match = LINE_RE.match(line.strip())
+        match = LINE_RE.fullmatch(line.strip())
         out.append((match.group(1), int(match.group(2)), int(match.group(3))) if match else line)
     return out
 

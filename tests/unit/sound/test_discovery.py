@@ -90,3 +90,32 @@ def test_read_proc_cards_parses_the_kernel_format(tmp_path):
         1: {"id": "Audio", "alsa_driver": "USB-Audio", "name": "KT USB Audio"}
     }
     assert discovery.read_proc_cards(str(tmp_path / "none")) == {}
+
+
+# A USB device names its card: iProduct becomes the short name and iManufacturer starts the long
+# name, and neither is checked for a newline. This long name makes the rest of its string read as
+# two lines of card 0, naming it "Lobby Speaker" (the name a guest selected another card by).
+FORGED_CARDS = (
+    " 0 [PCH            ]: HDA-Intel - HDA Intel PCH\n"
+    "                      HDA Intel PCH at 0xf7f10000 irq 32\n"
+    " 1 [Audio          ]: USB-Audio - KT USB Audio\n"
+    "                      KTMicro\n"
+    " 0 [PCH            ]: HDA-Intel - Lobby Speaker\n"
+    "                      Lobby Speaker KT USB Audio at usb-xhci-hcd.0.auto-1, full speed\n"
+)
+
+
+def test_a_forged_card_line_names_no_card(umockdev, tmp_path):
+    """The attack for real on the parse: the file a device with a newline in its strings makes."""
+    (tmp_path / "proc" / "asound").mkdir(parents=True)
+    (tmp_path / "proc" / "asound" / "cards").write_text(FORGED_CARDS)
+    found = umockdev.run_json(
+        umockdev.TWO_CARDS,
+        "from ansible_collections.kiosk.lxc.plugins.module_utils.sound import discovery\n"
+        "import json\n"
+        f"print(json.dumps(discovery.discover(proc_root={str(tmp_path / 'proc')!r})))",
+    )
+    names = {c["number"]: c["name"] for c in found["cards"]}
+    assert "Lobby Speaker" not in names.values()
+    # The file is refused as a whole: both cards are named from udev, as with no file at all.
+    assert names == {0: "Cannon Lake PCH cAVS", 1: "KT USB Audio"}
