@@ -100,6 +100,7 @@ def cleanup(n: int) -> None:
         run_module("kiosk.lxc.lxc_domain", {"name": f"bench-{i:02d}", "state": "absent"})
         shutil.rmtree(GUESTS_DIR / f"bench-{i:02d}", ignore_errors=True)
         (GUESTS_DIR / f".kiosk-rootfs-bench-{i:02d}.json").unlink(missing_ok=True)  # the clone's record
+        (GUESTS_DIR / f".lock-bench-{i:02d}").unlink(missing_ok=True)  # its build lock
     run_module("kiosk.lxc.lxc_bridge", {"name": BRIDGE, "address": "10.213.78.1/24", "state": "absent"})
 
 

@@ -108,6 +108,7 @@ def teardown():
     shutil.rmtree(f"/var/lib/kiosk-lxc/guests/{GUEST}", ignore_errors=True)
     # The clone's record, beside it since rootfs records moved out of the guest's reach.
     Path(f"/var/lib/kiosk-lxc/guests/.kiosk-rootfs-{GUEST}.json").unlink(missing_ok=True)
+    Path(f"/var/lib/kiosk-lxc/guests/.lock-{GUEST}").unlink(missing_ok=True)  # the clone's build lock
 
 
 def test_site_converges_a_fresh_kiosk(runs):
