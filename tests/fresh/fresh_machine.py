@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The fresh-machine proof: the README's set-up, `make lint` and `make unit` on a bare Debian 12.
 
     python3 tests/fresh/fresh_machine.py [--ref REV]        (or: make fresh-machine [FRESH_REF=REV])
@@ -263,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     repo = Path(args.repo).resolve()
     cache = Path(args.cache_dir)
-    mirror, _ = find_mirrors(args.release)
+    mirror = find_mirrors(args.release)[0]
     spec = RootSpec(release=args.release, mirror=mirror)
     tarball = ensure_root_tarball(spec, cache)
     work = repo / "build/fresh-machine"

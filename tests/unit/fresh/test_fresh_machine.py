@@ -97,7 +97,7 @@ def repo(tmp_path):
 
 
 def test_the_clone_is_head_with_the_working_tree_laid_over_it(repo, tmp_path):
-    src, _ = repo
+    src = repo[0]
     said = fm.clone_checkout(src, tmp_path / "dest", None)
     assert _tree(tmp_path / "dest") == {
         ".gitignore": "ignored\n.venv\n",
