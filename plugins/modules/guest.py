@@ -26,7 +26,7 @@ options:
   kiosk:
     description:
       - This kiosk's name (the role passes C(inventory_hostname)). It is recorded in each guest's metadata, names the
-        guests O(prune) may remove, and with the guest's name gives its MAC (M(kiosk.lxc.guest_mac) filter).
+        guests O(prune) may remove, and with the guest's name gives its MAC (P(kiosk.lxc.guest_mac#filter) filter).
     type: str
     required: true
   guests:
