@@ -28,10 +28,6 @@ import pytest
 from ansible_collections.kiosk.lxc.plugins.module_utils.subid import ranges
 from play import REPO, ansible_env, run_module, run_playbook
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_least_privilege import release_systemd_cgroups
-from test_least_privilege_faults import _guest_play
-
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="defines guests on this machine: needs root")
 
 
@@ -57,7 +53,7 @@ def lab(libvirt_conn, guest_name):
         for dom in libvirt_conn.listAllDomains():
             if dom.name() in names and dom.isActive():
                 dom.destroy()
-        release_systemd_cgroups(names, starts)
+        guestlib.release_systemd_cgroups(names, starts)
         subprocess.run(["ip", "link", "del", bridge], check=False)
         shutil.rmtree(work, ignore_errors=True)
 
@@ -205,7 +201,7 @@ def test_guests_of_the_old_role_are_adopted_without_change_or_restart(libvirt_co
         {"name": f"{p}-s", "profile": "seed000"},
     ]
     lab["names"].extend(g["name"] for g in guests)
-    pb = _guest_play(lab["work"], lab["bridge"], guests)
+    pb = guestlib.role_play(lab["work"], lab["bridge"], guests)
     with tempfile.TemporaryDirectory() as old, tempfile.NamedTemporaryFile(suffix=".jsonl") as rec:
         env = dict(ansible_env(rec.name), ANSIBLE_COLLECTIONS_PATH=str(_old_collection(Path(old))))
         python = f"ansible_python_interpreter={sys.executable}"

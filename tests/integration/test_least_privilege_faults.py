@@ -80,30 +80,6 @@ def test_dnsmasq_killed_is_restarted_by_the_next_run(lab, tmp_path):
     assert settled["_status"] == "ok", settled.get("actions")
 
 
-def _guest_play(work: Path, bridge: str, guests: list[dict]) -> Path:
-    play = [
-        {
-            "hosts": "all",
-            "gather_facts": False,
-            "vars": {
-                "kiosk_rootfs_bases": {"": str(work / "base")},
-                "kiosk_rootfs_packages": [],
-                "kiosk_guest_dir": str(work / "guests"),
-                "kiosk_guest_bridge": bridge,
-                "kiosk_guest_init": "/init",
-                "kiosk_guest_memory": "64MiB",
-                "kiosk_guest_network_wait": 0,
-                "kiosk_guest_autostart": False,
-                "kiosk_guests": guests,
-            },
-            "roles": ["kiosk.lxc.guest"],
-        }
-    ]
-    pb = work / "play.yml"
-    pb.write_text(json.dumps(play))
-    return pb
-
-
 def test_rootfs_removed_under_a_defined_guest_is_a_clear_error(libvirt_conn, guest_name):
     tag = guest_name.split("-")[0]
     work = Path(f"/var/tmp/kiosk-lpf-{guest_name}")
@@ -113,7 +89,7 @@ def test_rootfs_removed_under_a_defined_guest_is_a_clear_error(libvirt_conn, gue
     try:
         base = guestlib.make_rootfs(work / "base")
         (base / ".kiosk-rootfs.json").write_text(json.dumps({"key": "busybox", "arch": "amd64", "networkd": False}))
-        pb = _guest_play(work, bridge, [{"name": lost}, {"name": kept}])
+        pb = guestlib.role_play(work, bridge, [{"name": lost}, {"name": kept}])
         proc, _records = run_playbook(pb)
         assert proc.returncode == 0, proc.stdout[-3000:]
         kept_dom = libvirt_conn.lookupByName(kept)

@@ -11,6 +11,7 @@ children of its init, so they are in the guest's cgroup: a probe run with
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import stat
@@ -149,3 +150,28 @@ def release_systemd_cgroups(names, start_ids) -> None:
                 os.lchown(path, 0, 0)
         except OSError:
             pass
+
+
+def role_play(work: Path, bridge: str, guests: list[dict]) -> Path:
+    """A playbook of the guest role over busybox guests on `bridge`, with a base at work/base."""
+    play = [
+        {
+            "hosts": "all",
+            "gather_facts": False,
+            "vars": {
+                "kiosk_rootfs_bases": {"": str(work / "base")},
+                "kiosk_rootfs_packages": [],
+                "kiosk_guest_dir": str(work / "guests"),
+                "kiosk_guest_bridge": bridge,
+                "kiosk_guest_init": "/init",
+                "kiosk_guest_memory": "64MiB",
+                "kiosk_guest_network_wait": 0,
+                "kiosk_guest_autostart": False,
+                "kiosk_guests": guests,
+            },
+            "roles": ["kiosk.lxc.guest"],
+        }
+    ]
+    pb = work / "play.yml"
+    pb.write_text(json.dumps(play))
+    return pb
