@@ -157,7 +157,8 @@ def test_a_guest_that_fails_to_start_is_named_and_the_others_are_served(libvirt_
     assert result["failed_guests"] == [f"{p}-bad"], result.get("msg")
     assert f"Guest '{p}-bad'" in result["msg"] and f"'{p}-ok'" not in result["msg"], result["msg"]
     assert libvirt_conn.lookupByName(f"{p}-ok").isActive() and libvirt_conn.lookupByName(f"{p}-ok2").isActive()
-    assert not libvirt_conn.lookupByName(f"{p}-bad").isActive()
+    # Defined by this run and failing its first start, it is undefined again: nothing half done.
+    assert f"{p}-bad" not in {d.name() for d in libvirt_conn.listAllDomains()}
 
 
 def test_leases_are_waited_for_together_within_one_timeout(libvirt_conn, lab):
