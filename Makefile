@@ -53,11 +53,13 @@ collection-link:
 # (or found in its cache) and then the fresh-machine proof runs: both wait
 # mostly on the mirror, PyPI and the disk, so on 2 cores they overlap with the
 # checks; each one's output is printed when it ends.
-# Then the integration tests, and the kiosk VM scenario last, so a VM failure
-# never hides what the faster steps found.
+# Then the integration tests and the kiosk VM scenario side by side: the VM
+# runs in qemu with user networking and touches nothing the integration tests
+# use, and each waits mostly on guests booting; each one's output is printed
+# when it ends, and a failure of either fails the suite after both ended.
 test: deps
 	$(MAKE) --no-print-directory -j2 --output-sync=recurse checks vm-image fresh-machine
-	$(MAKE) --no-print-directory integration test-vm-default
+	$(MAKE) --no-print-directory -j2 --output-sync=recurse integration test-vm-default
 	@echo "make test: every step passed"
 
 checks: deps
@@ -106,8 +108,9 @@ fresh-machine: deps-apt
 # Kiosk VMs (real kernel, systemd, cgroup v2, real ALSA cards) under qemu TCG:
 # tests/vm builds and caches the image; the molecule scenarios boot and check them.
 .PHONY: test-vm test-vm-default vm-image
+# The image molecule `default` boots: the host role's packages preinstalled (docs/vm-harness.md).
 vm-image: deps
-	tests/vm/kiosk-vm build
+	tests/vm/kiosk-vm build --host-packages
 
 test-vm-default: deps
 	molecule test -s default

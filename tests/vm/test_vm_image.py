@@ -12,8 +12,9 @@ import json
 from pathlib import Path
 
 import pytest
+from kiosk_vm import cli
 from kiosk_vm import image as imagemod
-from kiosk_vm.image import ImageSpec, apt_sources, ensure_image, find_mirrors
+from kiosk_vm.image import ImageSpec, apt_sources, ensure_image, find_mirrors, host_packages
 
 
 # ----------------------------------------------------------------- cache key
@@ -60,6 +61,24 @@ def test_image_loads_both_sound_modules_at_boot():
 def test_nothing_of_the_collection_is_preinstalled():
     pkgs = set(ImageSpec().packages)
     assert not pkgs & {"libvirt-daemon-system", "libvirt-daemon-driver-lxc", "dnsmasq-base"}
+
+
+def test_host_packages_are_what_bindep_gives_the_host_role(tmp_path):
+    bindep = tmp_path / "bindep.txt"
+    bindep.write_text("libvirt-clients [platform:dpkg host test]\ngcc [platform:dpkg test]\nnftables [host]\n")
+    assert host_packages(bindep) == ("libvirt-clients", "nftables")
+    assert "libvirt-daemon-driver-lxc" in host_packages()
+
+
+def test_host_packages_make_another_image(monkeypatch):
+    monkeypatch.delenv("KIOSK_VM_HOST_PACKAGES", raising=False)
+    bare = cli.parser().parse_args(["build"])
+    monkeypatch.setenv("KIOSK_VM_HOST_PACKAGES", "true")
+    provisioned = cli.parser().parse_args(["build"])
+    assert not bare.host_packages and provisioned.host_packages
+    monkeypatch.setattr(cli, "find_mirrors", lambda release: ("http://mirror.local/debian", None))
+    assert cli._spec(bare).key() != cli._spec(provisioned).key()
+    assert set(host_packages()) <= set(cli._spec(provisioned).packages)
 
 
 # ----------------------------------------------------------------- apt mirror

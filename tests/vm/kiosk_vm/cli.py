@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .image import DEFAULT_CACHE_DIR, PACKAGES, ImageSpec, ensure_image, find_mirrors
+from .image import DEFAULT_CACHE_DIR, PACKAGES, ImageSpec, ensure_image, find_mirrors, host_packages
 from .inventory import Host, instance_config_yaml
 from .vm import BootError, Fleet, destroy, ssh_command
 
@@ -33,7 +33,7 @@ def _spec(args) -> ImageSpec:
         release=args.release,
         mirror=(args.mirror or mirror).rstrip("/"),
         security_mirror=security if not args.mirror else None,
-        packages=tuple(PACKAGES) + tuple(args.package),
+        packages=tuple(PACKAGES) + tuple(args.package) + (host_packages() if args.host_packages else ()),
         disk_size=args.disk_size,
     )
 
@@ -157,6 +157,9 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--disk-size", default="3G")
         sp.add_argument("--package", action="append", default=[],
                         help="extra Debian package in the image (changes the cache key)")  # fmt: skip
+        sp.add_argument("--host-packages", action="store_true",
+                        default=os.environ.get("KIOSK_VM_HOST_PACKAGES", "") not in ("", "0", "false"),
+                        help="preinstall the packages the host role installs (bindep.txt, profile host)")  # fmt: skip
 
     def fleet_opts(sp, state_required=True):
         sp.add_argument("--state-dir", required=state_required)

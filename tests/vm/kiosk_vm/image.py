@@ -12,7 +12,8 @@ writes into it, disk size, IMAGE_VERSION). It holds:
 
 A build happens in ``<key>.partial-*`` and is renamed to ``<key>`` only when
 complete, so a half-built image is never used; a lock file serialises
-concurrent builders of the same key. Nothing of the collection is installed.
+concurrent builders of the same key. Nothing of the collection is installed; Debian packages the
+host role would install are, when asked for (``--host-packages``, molecule ``default``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -56,6 +58,23 @@ PACKAGES = (
     "procps",
     "alsa-utils",
 )
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def host_packages(bindep: Path = REPO / "bindep.txt") -> tuple[str, ...]:
+    """What the host role installs on a kiosk (bindep.txt, profile host), read by the collection's one parser.
+
+    An image with these preinstalled is a kiosk that already ran the host role's package step once:
+    molecule `default` (in `make test`) boots it, so a converge does not spend minutes of TCG in apt;
+    the other scenarios boot the bare image and prove the install itself.
+    """
+    out = subprocess.run(
+        [sys.executable, str(REPO / "plugins/module_utils/common/bindep.py"), "host", str(bindep)],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    return tuple(out.stdout.split())
+
 
 # Two real ALSA cards without hardware: snd-aloop (card "Loopback": what is
 # played on hw:Loopback,0 can be recorded from hw:Loopback,1) and snd-dummy.
