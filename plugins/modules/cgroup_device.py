@@ -137,26 +137,18 @@ actions:
   elements: str
 """
 
-import traceback
+import contextlib
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.kiosk.lxc.plugins.module_utils.cgroup.device import Host, run
-from ansible_collections.kiosk.lxc.plugins.module_utils.common import text
+from ansible_collections.kiosk.lxc.plugins.module_utils.common import results, text, virt
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
-
-try:
-    import libvirt
-
-    LIBVIRT_IMPORT_ERROR = None
-except ImportError:
-    libvirt = None
-    LIBVIRT_IMPORT_ERROR = traceback.format_exc()
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            uri=dict(type="str", default="lxc:///system"),
+            **virt.ARGUMENT_SPEC,
             domain=dict(type="str"),
             machine=dict(type="str"),
             cgroup=dict(type="str"),
@@ -173,29 +165,16 @@ def main():
         ],
         supports_check_mode=True,
     )
-    conn = None
-    if module.params["domain"]:
-        if libvirt is None:
-            module.fail_json(msg=missing_required_lib("libvirt-python"), exception=LIBVIRT_IMPORT_ERROR)
-        libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+    if module.params["domain"] and virt.libvirt is None:
+        module.fail_json(msg=missing_required_lib("libvirt-python"), exception=str(virt.LIBVIRT_IMPORT_ERROR))
     try:
         text.check_params(module.params)  # every string may reach a file, a command or XML
-        if module.params["domain"]:
-            try:
-                conn = libvirt.open(module.params["uri"])
-            except libvirt.libvirtError as exc:
-                raise KioskError(f"Cannot connect to libvirt at {module.params['uri']}: {exc}") from exc
-        result = run(module.params, conn, module.check_mode, Host(run=module.run_command))
+        # Only a libvirt guest needs libvirtd; a systemd machine or a raw cgroup does not.
+        with virt.connection(module.params["uri"]) if module.params["domain"] else contextlib.nullcontext() as conn:
+            result = run(module.params, conn, module.check_mode, Host(run=module.run_command))
     except KioskError as exc:
         module.fail_json(msg=exc.msg, **exc.details)
-    finally:
-        if conn is not None:
-            conn.close()
-    for warning in result.pop("warnings"):
-        module.warn(warning)
-    if not module._diff:
-        result.pop("diff")
-    module.exit_json(**result)
+    module.exit_json(**results.hand_over(module, result))
 
 
 if __name__ == "__main__":

@@ -263,14 +263,14 @@ report:
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible_collections.kiosk.lxc.plugins.module_utils.common import text
+from ansible_collections.kiosk.lxc.plugins.module_utils.common import results, text, virt
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
 from ansible_collections.kiosk.lxc.plugins.module_utils.domain import manage
 from ansible_collections.kiosk.lxc.plugins.module_utils.guest import reconcile, spec
 from ansible_collections.kiosk.lxc.plugins.module_utils.sound import discovery
 
 ARGUMENT_SPEC = {
-    "uri": {"type": "str", "default": "lxc:///system"},
+    **virt.ARGUMENT_SPEC,
     "kiosk": {"type": "str", "required": True},
     "guests": {"type": "list", "elements": "dict", "default": [], "options": spec.GUEST_OPTIONS},
     "defaults": {"type": "dict", "default": {}, "options": spec.DEFAULTS_OPTIONS},
@@ -310,19 +310,12 @@ def main():
             **{k: p[k] for k in ("bases", "base_packages", "guest_dir", "subid_count", "systemd_cgroup_dir",
                                  "network_wait", "leases_dir", "shutdown_timeout", "prune")},
         )  # fmt: skip
-        with manage.connection(p["uri"]) as conn:
+        with virt.connection(p["uri"]) as conn:
             result = reconcile.ensure(conn, p["guests"], settings, run=run, discover=discover,
                                       check_mode=module.check_mode)  # fmt: skip
     except KioskError as exc:
         module.fail_json(msg=exc.msg, exception=traceback.format_exc(), **exc.details)
-    for warning in result.pop("warnings"):
-        if "deprecated" in warning or "is now called" in warning:
-            module.deprecate(warning, version="2.0.0", collection_name="kiosk.lxc")
-        else:
-            module.warn(warning)
-    diff = result.pop("diff")
-    if module._diff:
-        result["diff"] = diff
+    result = results.hand_over(module, result, deprecated=lambda w: "deprecated" in w or "is now called" in w)
     errors = result.pop("errors")
     result["failed_guests"] = result.pop("failed")
     if errors:

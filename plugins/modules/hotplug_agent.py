@@ -102,7 +102,7 @@ running:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.kiosk.lxc.plugins.module_utils.common import text
+from ansible_collections.kiosk.lxc.plugins.module_utils.common import results, text, virt
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
 from ansible_collections.kiosk.lxc.plugins.module_utils.hotplug.install import Host, run
 
@@ -110,7 +110,7 @@ from ansible_collections.kiosk.lxc.plugins.module_utils.hotplug.install import H
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            uri=dict(type="str", default="lxc:///system"),
+            **virt.ARGUMENT_SPEC,
             state=dict(type="str", default="present", choices=["present", "absent"]),
             rescan=dict(type="float", default=5.0),
             log_file=dict(type="path"),
@@ -124,9 +124,7 @@ def main():
     except (KioskError, OSError) as exc:
         msg = exc.msg if isinstance(exc, KioskError) else f"The hotplug agent: {exc}"
         module.fail_json(msg=msg, **getattr(exc, "details", {}))
-    if not module._diff:
-        result.pop("diff")
-    module.exit_json(**result)
+    module.exit_json(**results.hand_over(module, result))
 
 
 if __name__ == "__main__":

@@ -51,40 +51,30 @@ how:
   type: str
 """
 
-import traceback
-
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible_collections.kiosk.lxc.plugins.module_utils.common import text
+from ansible_collections.kiosk.lxc.plugins.module_utils.common import text, virt
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
 from ansible_collections.kiosk.lxc.plugins.module_utils.host.libvirtd import ensure_started
-
-LIBVIRT_IMPORT_ERROR = None
-try:
-    import libvirt
-except ImportError:
-    libvirt = None
-    LIBVIRT_IMPORT_ERROR = traceback.format_exc()
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            uri=dict(type="str", default="lxc:///system"),
+            **virt.ARGUMENT_SPEC,
             state=dict(type="str", default="started", choices=["started"]),
             timeout=dict(type="int", default=30),
         ),
         supports_check_mode=True,
     )
-    if libvirt is None:
-        module.fail_json(msg=missing_required_lib("libvirt-python"), exception=LIBVIRT_IMPORT_ERROR)
-    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+    if virt.libvirt is None:
+        module.fail_json(msg=missing_required_lib("libvirt-python"), exception=str(virt.LIBVIRT_IMPORT_ERROR))
 
-    def connect(uri):
+    def answers(uri):
         try:
-            libvirt.open(uri).close()
-            return True
-        except libvirt.libvirtError:
+            virt.connect(uri).close()
+        except KioskError:
             return False
+        return True
 
     def run(argv):
         rc, out, err = module.run_command(argv)
@@ -93,7 +83,7 @@ def main():
 
     try:
         text.check_params(module.params)  # every string may reach a file, a command or XML
-        result = ensure_started(module.params["uri"], module.params["timeout"], module.check_mode, connect, run)
+        result = ensure_started(module.params["uri"], module.params["timeout"], module.check_mode, answers, run)
     except KioskError as exc:
         module.fail_json(msg=exc.msg, **exc.details)
     module.exit_json(**result)

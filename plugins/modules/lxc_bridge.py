@@ -158,7 +158,7 @@ import traceback
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.kiosk.lxc.plugins.module_utils.bridge.bridge import Host, ensure
 from ansible_collections.kiosk.lxc.plugins.module_utils.bridge.netlink import HAS_PYROUTE2, PYROUTE2_IMPORT_ERROR
-from ansible_collections.kiosk.lxc.plugins.module_utils.common import text
+from ansible_collections.kiosk.lxc.plugins.module_utils.common import results, text
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
 
 
@@ -205,11 +205,7 @@ def main():
         module.fail_json(msg=exc.msg, **exc.details)
     except Exception as exc:  # netlink/OS errors: one sentence, the traceback for -vvv
         module.fail_json(msg=f"Bridge '{params['name']}': {exc}", exception=traceback.format_exc())
-    for warning in result.pop("warnings"):
-        module.warn(warning)
-    if not module._diff:
-        result.pop("diff")
-    module.exit_json(**result)
+    module.exit_json(**results.hand_over(module, result))
 
 
 if __name__ == "__main__":

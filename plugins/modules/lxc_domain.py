@@ -256,7 +256,7 @@ forced_stop:
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible_collections.kiosk.lxc.plugins.module_utils.common import text
+from ansible_collections.kiosk.lxc.plugins.module_utils.common import results, text, virt
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
 from ansible_collections.kiosk.lxc.plugins.module_utils.domain import manage, native
 
@@ -278,13 +278,13 @@ CAPS_SPEC = {
 def main():
     module = AnsibleModule(
         argument_spec={
+            **virt.ARGUMENT_SPEC,
             "name": {"type": "str", "required": True},
             "state": {
                 "type": "str",
                 "choices": ["present", "running", "stopped", "absent"],
                 "default": "running",
             },
-            "uri": {"type": "str", "default": "lxc:///system"},
             "rootfs": {"type": "path"},
             "init": {"type": "str"},
             "init_args": {"type": "list", "elements": "str"},
@@ -310,15 +310,12 @@ def main():
         module.fail_json(msg=missing_required_lib(lib), exception=err)
     try:
         text.check_params(module.params, skip=("xml",))  # every string may reach a file, a command or XML
-        with manage.connection(module.params["uri"]) as conn:
+        with virt.connection(module.params["uri"]) as conn:
             ensure = native.ensure if module.params["from_native"] else manage.ensure
             result = ensure(conn, module.params, check_mode=module.check_mode)
     except KioskError as exc:
         module.fail_json(msg=exc.msg, exception=traceback.format_exc(), **exc.details)
-    diff = result.pop("diff")
-    if module._diff:
-        result["diff"] = diff
-    module.exit_json(**result)
+    module.exit_json(**results.hand_over(module, result))
 
 
 if __name__ == "__main__":

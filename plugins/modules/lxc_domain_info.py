@@ -120,7 +120,7 @@ missing:
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible_collections.kiosk.lxc.plugins.module_utils.common import text
+from ansible_collections.kiosk.lxc.plugins.module_utils.common import text, virt
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
 from ansible_collections.kiosk.lxc.plugins.module_utils.domain import info, manage
 
@@ -128,8 +128,8 @@ from ansible_collections.kiosk.lxc.plugins.module_utils.domain import info, mana
 def main():
     module = AnsibleModule(
         argument_spec={
+            **virt.ARGUMENT_SPEC,
             "names": {"type": "list", "elements": "str", "aliases": ["name"]},
-            "uri": {"type": "str", "default": "lxc:///system"},
             "leases_dir": {"type": "path", "default": info.DEFAULT_LEASES_DIR},
         },
         supports_check_mode=True,
@@ -138,7 +138,7 @@ def main():
         module.fail_json(msg=missing_required_lib(lib), exception=err)
     try:
         text.check_params(module.params)  # every string may reach a file, a command or XML
-        with manage.connection(module.params["uri"]) as conn:
+        with virt.connection(module.params["uri"]) as conn:
             result = info.gather(conn, module.params["names"], module.params["leases_dir"])
     except KioskError as exc:
         module.fail_json(msg=exc.msg, exception=traceback.format_exc(), **exc.details)

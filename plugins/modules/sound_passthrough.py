@@ -135,9 +135,8 @@ restart_pending:
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible_collections.kiosk.lxc.plugins.module_utils.common import text
+from ansible_collections.kiosk.lxc.plugins.module_utils.common import results, text, virt
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
-from ansible_collections.kiosk.lxc.plugins.module_utils.domain.manage import connect
 from ansible_collections.kiosk.lxc.plugins.module_utils.sound import discovery, passthrough, plan
 from ansible_collections.kiosk.lxc.plugins.module_utils.sound.select import SELECTOR_KEYS
 
@@ -145,7 +144,7 @@ from ansible_collections.kiosk.lxc.plugins.module_utils.sound.select import SELE
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            uri=dict(type="str", default="lxc:///system"),
+            **virt.ARGUMENT_SPEC,
             domain=dict(type="str", required=True),
             cards=dict(type="list", elements="dict", options={k: dict(type="str") for k in SELECTOR_KEYS}),
             profile=dict(type="str", choices=list(plan.PROFILES), default="udev_data"),
@@ -163,18 +162,16 @@ def main():
             module.fail_json(msg=missing_required_lib(lib), exception=traceback.format_exc())
     try:
         text.check_params(module.params)  # every string may reach a file, a command or XML
-        conn = connect(module.params["uri"])
-        result = passthrough.ensure(conn, module.params, check_mode=module.check_mode)
+        with virt.connection(module.params["uri"]) as conn:
+            result = passthrough.ensure(conn, module.params, check_mode=module.check_mode)
     except KioskError as exc:
         module.fail_json(msg=exc.msg, **exc.details)
-    if not module._diff:
-        result.pop("diff")
     if module.params["state"] == "present" and not result["cards"]:
         module.warn(
             f"Guest '{module.params['domain']}': no sound card on this host matched, so it has no sound "
             "until one appears (missing: ignore)."
         )
-    module.exit_json(**result)
+    module.exit_json(**results.hand_over(module, result))
 
 
 if __name__ == "__main__":

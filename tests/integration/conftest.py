@@ -8,11 +8,10 @@ tests/conftest.py still sees everything else a test leaves.
 
 from __future__ import annotations
 
+import machine
 import pytest
 from ansible_collections.kiosk.lxc.plugins.module_utils.cgroup import device
 from ansible_collections.kiosk.lxc.plugins.module_utils.common import shipped
-
-import machine
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -26,11 +26,7 @@ from ansible_collections.kiosk.lxc.plugins.module_utils.cgroup import cgroupfs, 
 from ansible_collections.kiosk.lxc.plugins.module_utils.cgroup.v1 import V1Devices
 from ansible_collections.kiosk.lxc.plugins.module_utils.common import shipped
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
-
-try:
-    import libvirt
-except ImportError:  # the module reports it with missing_required_lib
-    libvirt = None
+from ansible_collections.kiosk.lxc.plugins.module_utils.common.virt import libvirt
 
 TARGETS = ("domain", "machine", "cgroup")
 LIBVIRTD_PIDFILES = ("/run/libvirtd.pid", "/run/virtlxcd.pid")

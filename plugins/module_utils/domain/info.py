@@ -17,8 +17,8 @@ import time
 from ansible_collections.kiosk.lxc.plugins.module_utils.bridge import dnsmasq
 from ansible_collections.kiosk.lxc.plugins.module_utils.bridge.spec import DEFAULT_STATE_DIR
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
+from ansible_collections.kiosk.lxc.plugins.module_utils.common.virt import libvirt
 from ansible_collections.kiosk.lxc.plugins.module_utils.domain import manage, xmldef
-from ansible_collections.kiosk.lxc.plugins.module_utils.domain.manage import libvirt
 from ansible_collections.kiosk.lxc.plugins.module_utils.domain.spec import validate_name
 
 DEFAULT_LEASES_DIR = DEFAULT_STATE_DIR  # where lxc_bridge keeps <bridge>.leases

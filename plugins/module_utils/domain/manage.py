@@ -35,18 +35,9 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-try:
-    import libvirt
-
-    HAS_LIBVIRT = True
-    LIBVIRT_IMPORT_ERROR = None
-except ImportError as _exc:  # pragma: no cover - ansible-test's import sanity runs without it
-    libvirt = None
-    HAS_LIBVIRT = False
-    LIBVIRT_IMPORT_ERROR = _exc
-
 from ansible_collections.kiosk.lxc.plugins.module_utils.common import text
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
+from ansible_collections.kiosk.lxc.plugins.module_utils.common.virt import LIBVIRT_IMPORT_ERROR, libvirt
 from ansible_collections.kiosk.lxc.plugins.module_utils.domain import spec as speclib
 from ansible_collections.kiosk.lxc.plugins.module_utils.domain import xmldef
 
@@ -64,40 +55,15 @@ ACTIVE_STATES = ("running", "blocked", "paused", "shutdown", "pmsuspended")
 SYS_CLASS_NET = "/sys/class/net"
 
 
-def _quiet(_ctx, _err):
-    return None  # errors are raised as exceptions; libvirt would also print them
-
-
-def connect(uri: str):
-    """A libvirt connection to uri; KioskError when libvirtd does not answer."""
-    if not HAS_LIBVIRT:
-        raise KioskError("The libvirt python bindings are required", exception=str(LIBVIRT_IMPORT_ERROR))
-    libvirt.registerErrorHandler(_quiet, None)
-    try:
-        return libvirt.open(uri)
-    except libvirt.libvirtError as exc:
-        raise KioskError(f"Cannot connect to libvirt at {uri}: {exc}") from exc
-
-
-@contextlib.contextmanager
-def connection(uri: str):
-    """`with connection(uri) as conn:` - connect(uri), closed at the end."""
-    conn = connect(uri)
-    try:
-        yield conn
-    finally:
-        conn.close()
-
-
 def missing_libs() -> list[tuple[str, str]]:
     """(library, import error) for each third-party library this code lacks."""
     return [
         (lib, str(err))
-        for lib, ok, err in (
-            ("libvirt-python", HAS_LIBVIRT, LIBVIRT_IMPORT_ERROR),
-            ("lxml", xmldef.HAS_LXML, xmldef.LXML_IMPORT_ERROR),
+        for lib, err in (
+            ("libvirt-python", LIBVIRT_IMPORT_ERROR),
+            ("lxml", xmldef.LXML_IMPORT_ERROR),
         )
-        if not ok
+        if err is not None
     ]
 
 

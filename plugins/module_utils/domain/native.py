@@ -46,9 +46,9 @@ import stat
 from ansible_collections.kiosk.lxc.plugins.module_utils.cgroup import rules as cgrules
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.namespaces import DEVICES_NS, DEVICES_PREFIX
+from ansible_collections.kiosk.lxc.plugins.module_utils.common.virt import libvirt
 from ansible_collections.kiosk.lxc.plugins.module_utils.domain import manage, xmldef
 from ansible_collections.kiosk.lxc.plugins.module_utils.domain import spec as speclib
-from ansible_collections.kiosk.lxc.plugins.module_utils.domain.manage import libvirt
 from ansible_collections.kiosk.lxc.plugins.module_utils.domain.xmldef import etree
 
 NATIVE_FORMAT = "lxc-tools"

@@ -200,9 +200,9 @@ def validate(params: dict) -> Spec:
     if params.get("capabilities") is not None:
         spec.capabilities = _validate_caps(name, params["capabilities"])
     if params.get("filesystems") is not None:
-        spec.filesystems = _validate_filesystems(name, params["filesystems"])
+        spec.filesystems = _validate_list(name, "filesystems", params["filesystems"])
     if params.get("interfaces") is not None:
-        spec.interfaces = _validate_interfaces(name, params["interfaces"])
+        spec.interfaces = _validate_list(name, "interfaces", params["interfaces"])
     if params.get("hostdevs") is not None:
         spec.hostdevs = [_abs_path(name, f"hostdevs[{i}]", p) for i, p in enumerate(params["hostdevs"])]
         if len(set(spec.hostdevs)) != len(spec.hostdevs):
@@ -256,52 +256,56 @@ def _validate_caps(name: str, caps) -> dict:
     return {"policy": policy, "add": sorted(set(add)), "drop": sorted(set(drop))}
 
 
-def _validate_filesystems(name: str, entries) -> list[dict]:
-    out = []
-    for i, fs in enumerate(entries):
-        opt = f"filesystems[{i}]"
-        if not isinstance(fs, dict):
-            raise KioskError(f"Guest '{name}': {opt} must be a dict with source and target")
-        kind = fs.get("type") or "mount"
-        check_choice(name, f"{opt}.type", kind, FS_TYPES)
-        target = _abs_path(name, f"{opt}.target", fs.get("target"))
-        if target == "/":
-            raise KioskError(f"Guest '{name}': {opt}.target is '/': set the root with rootfs")
-        entry = {"type": kind, "target": target, "readonly": bool(fs.get("readonly", False))}
-        if kind == "mount":
-            entry["source"] = _abs_path(name, f"{opt}.source", fs.get("source"))
-        else:
-            if fs.get("size") is None:
-                raise KioskError(f"Guest '{name}': {opt}.size is required for type ram")
-            entry["size_kib"] = parse_memory(name, f"{opt}.size", fs["size"])
-        out.append(entry)
-    targets = [e["target"] for e in out]
-    if len(set(targets)) != len(targets):
-        raise KioskError(f"Guest '{name}': filesystems mounts one target twice")
-    return out
+def _filesystem(name: str, opt: str, fs: dict) -> dict:
+    kind = fs.get("type") or "mount"
+    check_choice(name, f"{opt}.type", kind, FS_TYPES)
+    target = _abs_path(name, f"{opt}.target", fs.get("target"))
+    if target == "/":
+        raise KioskError(f"Guest '{name}': {opt}.target is '/': set the root with rootfs")
+    entry = {"type": kind, "target": target, "readonly": bool(fs.get("readonly", False))}
+    if kind == "mount":
+        entry["source"] = _abs_path(name, f"{opt}.source", fs.get("source"))
+    else:
+        if fs.get("size") is None:
+            raise KioskError(f"Guest '{name}': {opt}.size is required for type ram")
+        entry["size_kib"] = parse_memory(name, f"{opt}.size", fs["size"])
+    return entry
 
 
-def _validate_interfaces(name: str, entries) -> list[dict]:
+def _interface(name: str, opt: str, iface: dict) -> dict:
+    kinds = [k for k in ("bridge", "network") if iface.get(k)]
+    if len(kinds) != 1:
+        raise KioskError(f"Guest '{name}': {opt} needs exactly one of bridge and network")
+    entry = {"type": kinds[0], "source": str(iface[kinds[0]]), "mac": None}
+    if iface.get("mac") is not None:
+        mac = str(iface["mac"]).strip().lower()
+        if not MAC_RE.fullmatch(mac):
+            raise KioskError(f"Guest '{name}': {opt}.mac {iface['mac']!r} is not a MAC address")
+        if int(mac[:2], 16) & 1:
+            raise KioskError(f"Guest '{name}': {opt}.mac {mac} is a multicast address")
+        entry["mac"] = mac
+    return entry
+
+
+# The list options: what each entry needs, its check, the field no two entries may share, and what two then do.
+LIST_OPTIONS = {
+    "filesystems": ("source and target", _filesystem, "target", "mounts one target"),
+    "interfaces": ("bridge or network", _interface, "mac", "uses one MAC address"),
+}
+
+
+def _validate_list(name: str, option: str, entries) -> list[dict]:
+    """Each entry of a LIST_OPTIONS option checked (a dict, then its own check), and no shared field set twice."""
+    needs, check, unique, twice = LIST_OPTIONS[option]
     out = []
-    for i, iface in enumerate(entries):
-        opt = f"interfaces[{i}]"
-        if not isinstance(iface, dict):
-            raise KioskError(f"Guest '{name}': {opt} must be a dict with bridge or network")
-        kinds = [k for k in ("bridge", "network") if iface.get(k)]
-        if len(kinds) != 1:
-            raise KioskError(f"Guest '{name}': {opt} needs exactly one of bridge and network")
-        entry = {"type": kinds[0], "source": str(iface[kinds[0]]), "mac": None}
-        if iface.get("mac") is not None:
-            mac = str(iface["mac"]).strip().lower()
-            if not MAC_RE.fullmatch(mac):
-                raise KioskError(f"Guest '{name}': {opt}.mac {iface['mac']!r} is not a MAC address")
-            if int(mac[:2], 16) & 1:
-                raise KioskError(f"Guest '{name}': {opt}.mac {mac} is a multicast address")
-            entry["mac"] = mac
-        out.append(entry)
-    macs = [e["mac"] for e in out if e["mac"]]
-    if len(set(macs)) != len(macs):
-        raise KioskError(f"Guest '{name}': interfaces uses one MAC address twice")
+    for i, item in enumerate(entries):
+        opt = f"{option}[{i}]"
+        if not isinstance(item, dict):
+            raise KioskError(f"Guest '{name}': {opt} must be a dict with {needs}")
+        out.append(check(name, opt, item))
+    values = [e[unique] for e in out if e[unique]]
+    if len(set(values)) != len(values):
+        raise KioskError(f"Guest '{name}': {option} {twice} twice")
     return out
 
 

@@ -21,15 +21,12 @@ from __future__ import annotations
 import copy
 import math
 
+# The only import of lxml in module_utils: the rest takes `etree` from here.
+LXML_IMPORT_ERROR = None
 try:
     from lxml import etree
-
-    HAS_LXML = True
-    LXML_IMPORT_ERROR = None
 except ImportError as _exc:  # pragma: no cover - ansible-test's import sanity runs without lxml
-    etree = None
-    HAS_LXML = False
-    LXML_IMPORT_ERROR = _exc
+    etree, LXML_IMPORT_ERROR = None, _exc
 
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.namespaces import META_NS
@@ -118,7 +115,7 @@ LIFECYCLE_DEFAULTS = (("on_poweroff", "destroy"), ("on_reboot", "restart"), ("on
 
 
 def _require_lxml() -> None:
-    if not HAS_LXML:
+    if etree is None:
         raise KioskError("The python lxml library is required", exception=str(LXML_IMPORT_ERROR))
 
 

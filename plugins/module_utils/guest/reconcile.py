@@ -34,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
+from ansible_collections.kiosk.lxc.plugins.module_utils.common.virt import libvirt
 from ansible_collections.kiosk.lxc.plugins.module_utils.domain import info as domaininfo
 from ansible_collections.kiosk.lxc.plugins.module_utils.domain import manage, xmldef
 from ansible_collections.kiosk.lxc.plugins.module_utils.domain import spec as domainspec
@@ -366,7 +367,7 @@ def prune_candidates(conn, kiosk: str, listed: set[str]) -> list[str]:
     """Defined guests whose metadata names this kiosk and that `guests` does not list."""
     try:
         doms = conn.listAllDomains()
-    except manage.libvirt.libvirtError as exc:
+    except libvirt.libvirtError as exc:
         raise KioskError(f"Cannot list guests: {exc}") from exc
     out = []
     for dom in doms:

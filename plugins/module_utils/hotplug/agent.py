@@ -31,22 +31,13 @@ import sys
 import threading
 import time
 
-from ansible_collections.kiosk.lxc.plugins.module_utils.common import text
+from ansible_collections.kiosk.lxc.plugins.module_utils.common import text, virt
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.files import write_atomic
 from ansible_collections.kiosk.lxc.plugins.module_utils.hotplug import apply, plan
 from ansible_collections.kiosk.lxc.plugins.module_utils.hotplug import guests as guestlib
 from ansible_collections.kiosk.lxc.plugins.module_utils.sound import discovery
-
-try:
-    import pyudev
-except ImportError:  # pragma: no cover - main() reports it
-    pyudev = None
-
-try:
-    import libvirt
-except ImportError:  # pragma: no cover - main() reports it
-    libvirt = None
+from ansible_collections.kiosk.lxc.plugins.module_utils.sound.discovery import pyudev
 
 NAME = "kiosk-lxc-hotplug"
 LOG_FILE = "/var/log/kiosk-lxc/hotplug.log"
@@ -88,7 +79,7 @@ class Agent:
     """The queue, the ledger and the worker; `monitor()` feeds it from udev."""
 
     def __init__(
-        self, uri="lxc:///system", *, context=None, dev_dir="/dev", proc_root="/proc", logger=None, run=None, only=None
+        self, uri=virt.DEFAULT_URI, *, context=None, dev_dir="/dev", proc_root="/proc", logger=None, run=None, only=None
     ):
         self.uri = uri
         self.only = list(only) if only else None  # guest name patterns served (None: all)
@@ -117,20 +108,23 @@ class Agent:
 
     # ------------------------------------------------------------ reading
     def _guests(self) -> list[dict]:
-        for attempt in (1, 2):
+        error = None
+        for _attempt in range(2):  # libvirtd restarted, or not answering yet: once more
             try:
                 if self._conn is None:
-                    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
-                    self._conn = libvirt.open(self.uri)
+                    self._conn = virt.connect(self.uri)
                 found = guestlib.running_guests(self._conn)
-                if self.only is None:
-                    return found
-                return [g for g in found if any(fnmatch.fnmatchcase(g["name"], p) for p in self.only)]
-            except libvirt.libvirtError as exc:
-                self._conn = None  # libvirtd restarted: reconnect once
-                if attempt == 2:
-                    raise KioskError(f"Reading the guests from {self.uri} failed: {exc}") from exc
-        return []
+            except KioskError as exc:
+                error = exc
+                continue
+            except virt.libvirt.libvirtError as exc:
+                self._conn = None
+                error = KioskError(f"Reading the guests from {self.uri} failed: {exc}")
+                continue
+            if self.only is None:
+                return found
+            return [g for g in found if any(fnmatch.fnmatchcase(g["name"], p) for p in self.only)]
+        raise error
 
     def _host(self) -> dict:
         return discovery.discover(self.context, proc_root=self.proc_root, dev_dir=self.dev_dir)
@@ -260,7 +254,7 @@ def _write_pidfile(path: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=NAME, description=__doc__.splitlines()[0])
-    parser.add_argument("--uri", default="lxc:///system")
+    parser.add_argument("--uri", default=virt.DEFAULT_URI)
     parser.add_argument("--dev-dir", default="/dev", help="where the host's device nodes are")
     parser.add_argument(
         "--log-file", default=None, help=f"log here instead of syslog (default without /dev/log: {LOG_FILE})"
@@ -270,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--once", action="store_true", help="reconcile once and exit")
     parser.add_argument("--only", action="append", help="serve only guests whose name matches this pattern")
     args = parser.parse_args(argv)
-    missing = [name for name, mod in (("pyudev", pyudev), ("libvirt", libvirt)) if mod is None]
+    missing = [name for name, mod in (("pyudev", pyudev), ("libvirt", virt.libvirt)) if mod is None]
     if guestlib.etree is None:
         missing.append("lxml")
     if missing:

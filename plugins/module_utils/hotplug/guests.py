@@ -14,17 +14,9 @@ from __future__ import annotations
 
 import os
 
+from ansible_collections.kiosk.lxc.plugins.module_utils.common.virt import libvirt
+from ansible_collections.kiosk.lxc.plugins.module_utils.domain.xmldef import etree
 from ansible_collections.kiosk.lxc.plugins.module_utils.sound.plan import read_metadata
-
-try:
-    import libvirt
-except ImportError:  # pragma: no cover - the agent's main reports it
-    libvirt = None
-
-try:
-    from lxml import etree
-except ImportError:  # pragma: no cover - the agent's main reports it
-    etree = None
 
 SOUND_SERVERS = ("pulseaudio", "pipewire")
 

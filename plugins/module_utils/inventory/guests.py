@@ -25,12 +25,13 @@ import re
 import shlex
 import subprocess
 
+from ansible_collections.kiosk.lxc.plugins.module_utils.common import virt
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
-from ansible_collections.kiosk.lxc.plugins.module_utils.domain import info, manage, xmldef
-from ansible_collections.kiosk.lxc.plugins.module_utils.domain.manage import libvirt
+from ansible_collections.kiosk.lxc.plugins.module_utils.common.virt import libvirt
+from ansible_collections.kiosk.lxc.plugins.module_utils.domain import info, xmldef
 from ansible_collections.kiosk.lxc.plugins.module_utils.sound import plan as soundplan
 
-LOCAL_URI = "lxc:///system"
+LOCAL_URI = virt.DEFAULT_URI
 REMOTE_URI = "lxc+ssh://{user}@{host}{port}/system"
 DEFAULT_HOSTNAME = "{guest}.{kiosk}"
 _GROUP_RE = re.compile(r"[^A-Za-z0-9_]")
@@ -114,7 +115,7 @@ def query_kiosk(name: str, hostvars: dict, leases_dir: str, *, tmp_dir: str, run
         if not target["local"]:
             fetch_leases(target, leases_dir, tmp_dir, run=run)
             leases_dir = tmp_dir
-        with manage.connection(target["uri"]) as conn:
+        with virt.connection(target["uri"]) as conn:
             return list_guests(conn, leases_dir)
     except KioskError as exc:
         raise KioskError(f"Kiosk {name}: {exc.msg}") from exc

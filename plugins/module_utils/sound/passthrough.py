@@ -19,17 +19,13 @@ from ansible_collections.kiosk.lxc.plugins.module_utils.domain.manage import (
     edit_definition,
     read_guest,
 )
+from ansible_collections.kiosk.lxc.plugins.module_utils.domain.xmldef import etree
 from ansible_collections.kiosk.lxc.plugins.module_utils.sound import discovery, plan
 from ansible_collections.kiosk.lxc.plugins.module_utils.sound.select import (
     card_selectors,
     choose,
     normalize_selector,
 )
-
-try:
-    from lxml import etree
-except ImportError:  # pragma: no cover - reported by the module
-    etree = None
 
 CHOICES = {
     "profile": plan.PROFILES,

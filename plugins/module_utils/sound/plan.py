@@ -36,11 +36,7 @@ from ansible_collections.kiosk.lxc.plugins.module_utils.common.namespaces import
     SOUND_NS,
     SOUND_PREFIX,
 )
-
-try:
-    from lxml import etree
-except ImportError:  # pragma: no cover - reported by the module
-    etree = None
+from ansible_collections.kiosk.lxc.plugins.module_utils.domain.xmldef import etree
 
 PROFILES = ("udev_data", "sysfs")
 RUN_RAM_KIB = 65536
