@@ -195,6 +195,18 @@ def read_file(root: str, rel: str) -> str | None:
         return read_at(dfd, name, shown) if dfd is not None else None
 
 
+def list_dir(root: str, rel: str) -> list[str] | None:
+    """The names in the directory root/rel, sorted; None when it or a directory on the way is missing."""
+    with root_fd(root) as rfd:
+        dfd = open_dir(rfd, rel, shown=os.path.join(root, rel))
+        if dfd is None:
+            return None
+        try:
+            return sorted(os.listdir(dfd))
+        finally:
+            os.close(dfd)
+
+
 def write_file(
     root: str,
     rel: str,

@@ -36,6 +36,7 @@ import tarfile
 
 from ansible_collections.kiosk.lxc.plugins.module_utils.common import files, guestfs, text
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
+from ansible_collections.kiosk.lxc.plugins.module_utils.rootfs import identity
 from ansible_collections.kiosk.lxc.plugins.module_utils.rootfs import idmap as idmaplib
 
 # Where kiosk.lxc 0.1 kept the record: inside the rootfs, in the guest's reach. Read only to adopt it.
@@ -613,6 +614,7 @@ def _clone(work: str, d: dict, run, _fetch=None) -> None:
     guestfs.write_file(work, "etc/hostname", d["hostname"] + "\n", replace_link=True)
     hosts = f"127.0.0.1\tlocalhost\n127.0.1.1\t{d['hostname']}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
     guestfs.write_file(work, "etc/hosts", hosts, replace_link=True)
+    identity.renew(work, d["hostname"], run)  # its own machine-id and SSH host keys, before any boot
     if d.get("idmap"):
         idmaplib.shift(work, d["idmap"])
 
