@@ -38,6 +38,7 @@ def test_key_ignores_package_order_and_duplicates():
         {"security_mirror": "http://deb.debian.org/debian-security"},
         {"packages": (*imagemod.PACKAGES, "pulseaudio")},
         {"disk_size": "4G"},
+        {"apt_packages": ("nftables",)},
         {"version": imagemod.IMAGE_VERSION + 1},
         {"files": {"/etc/hostname": "other\n"}},
     ],
@@ -78,7 +79,7 @@ def test_host_packages_make_another_image(monkeypatch):
     assert not bare.host_packages and provisioned.host_packages
     monkeypatch.setattr(cli, "find_mirrors", lambda release: ("http://mirror.local/debian", None))
     assert cli._spec(bare).key() != cli._spec(provisioned).key()
-    assert set(host_packages()) <= set(cli._spec(provisioned).packages)
+    assert cli._spec(provisioned).apt_packages == host_packages() and not cli._spec(bare).apt_packages
 
 
 # ----------------------------------------------------------------- apt mirror

@@ -33,7 +33,8 @@ def _spec(args) -> ImageSpec:
         release=args.release,
         mirror=(args.mirror or mirror).rstrip("/"),
         security_mirror=security if not args.mirror else None,
-        packages=tuple(PACKAGES) + tuple(args.package) + (host_packages() if args.host_packages else ()),
+        packages=tuple(PACKAGES) + tuple(args.package),
+        apt_packages=host_packages() if args.host_packages else (),
         disk_size=args.disk_size,
     )
 

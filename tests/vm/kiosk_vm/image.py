@@ -24,6 +24,7 @@ import glob
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -124,6 +125,9 @@ class ImageSpec:
     mirror: str = DEFAULT_MIRROR
     security_mirror: str | None = None
     packages: tuple[str, ...] = PACKAGES
+    # Installed by the image's own apt once debootstrap is done (host_packages(): the host role's list);
+    # debootstrap --include cannot configure them (polkitd's postinst fails there).
+    apt_packages: tuple[str, ...] = ()
     disk_size: str = "3G"
     version: int = IMAGE_VERSION
     files: dict[str, str] = field(default_factory=dict, compare=False)
@@ -135,6 +139,7 @@ class ImageSpec:
     def inputs(self) -> dict:
         d = asdict(self)
         d["packages"] = sorted(set(self.packages))
+        d["apt_packages"] = sorted(set(self.apt_packages))
         d["kernel_modules"] = list(KERNEL_MODULES)
         d["masked_units"] = sorted(MASKED_UNITS)
         return d
@@ -295,6 +300,28 @@ def write_rootfs_files(rootfs: Path, spec: ImageSpec, pubkey: str) -> None:
         os.unlink(deb)
 
 
+def apt_install(rootfs: Path, packages) -> None:
+    """Install packages in the finished tree with its own apt, as the host role would on a kiosk.
+
+    In a private mount namespace (its /proc goes with it), with a policy-rc.d that starts no
+    service, and the downloaded .debs removed after.
+    """
+    policy = rootfs / "usr/sbin/policy-rc.d"
+    policy.write_text("#!/bin/sh\nexit 101\n")
+    policy.chmod(0o755)
+    root = shlex.quote(str(rootfs))
+    script = (
+        f"mount -t proc proc {root}/proc && chroot {root} apt-get update -qq"
+        f" && DEBIAN_FRONTEND=noninteractive chroot {root} apt-get install -y -qq --no-install-recommends "
+        + " ".join(shlex.quote(p) for p in sorted(set(packages)))
+        + f" && chroot {root} apt-get clean"
+    )
+    try:
+        _run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script])
+    finally:
+        policy.unlink()
+
+
 def _build_into(tmp: Path, spec: ImageSpec) -> dict:
     timings: dict[str, float] = {}
     rootfs = tmp / "rootfs"
@@ -315,6 +342,11 @@ def _build_into(tmp: Path, spec: ImageSpec) -> dict:
     _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "kiosk-vm-harness",
           "-f", str(tmp / "id_ed25519")])  # fmt: skip
     write_rootfs_files(rootfs, spec, (tmp / "id_ed25519.pub").read_text())
+    if spec.apt_packages:
+        t = time.monotonic()
+        _log(f"apt-get install {len(spec.apt_packages)} packages in the image (the host role's)")
+        apt_install(rootfs, spec.apt_packages)
+        timings["apt_install_s"] = round(time.monotonic() - t, 1)
 
     kernels = sorted(glob.glob(str(rootfs / "boot/vmlinuz-*")))
     initrds = sorted(glob.glob(str(rootfs / "boot/initrd.img-*")))
