@@ -22,6 +22,17 @@ options:
     description: Count a missing libvirt LXC driver as a problem.
     type: bool
     default: true
+  packages:
+    description:
+      - Debian packages the caller needs; RV(packages_missing) lists those dpkg does not list as installed, so a
+        play runs C(ansible.builtin.apt) only when something is missing (opening apt's cache costs seconds).
+      - A name that is not a plain package name (a version, a wildcard, an architecture) counts as missing.
+      - A missing libvirt LXC driver is not a problem when C(libvirt-daemon-driver-lxc) is among the missing ones
+        (the caller installs it next).
+    type: list
+    elements: str
+    default: []
+    version_added: 0.2.0
 author:
   - kiosk.lxc contributors (@kiosk-lxc)
 """
@@ -71,6 +82,17 @@ host:
     libvirt_lxc_driver:
       description: Whether libvirt's LXC driver is installed.
       type: bool
+    packages:
+      description: The Debian packages installed when it ran (from dpkg's status file), sorted.
+      type: list
+      elements: str
+      version_added: 0.2.0
+packages_missing:
+  description: Those of O(packages) that are not installed, in the order given.
+  returned: always
+  type: list
+  elements: str
+  version_added: 0.2.0
 problems:
   description: One sentence per thing that stops guests from running on this host.
   returned: always
@@ -84,19 +106,24 @@ limits:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.kiosk.lxc.plugins.module_utils.common import dpkg
 from ansible_collections.kiosk.lxc.plugins.module_utils.host.preflight import gather, problems
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(require_libvirt=dict(type="bool", default=True)),
+        argument_spec=dict(
+            require_libvirt=dict(type="bool", default=True),
+            packages=dict(type="list", elements="str", default=[]),
+        ),
         supports_check_mode=True,
     )
     facts = gather()
-    fatal, warn = problems(facts, require_libvirt=module.params["require_libvirt"])
+    missing = dpkg.missing(module.params["packages"], set(facts["packages"]))
+    fatal, warn = problems(facts, require_libvirt=module.params["require_libvirt"], installing=missing)
     for w in warn:
         module.warn(w)
-    module.exit_json(changed=False, host=facts, problems=fatal, limits=warn)
+    module.exit_json(changed=False, host=facts, problems=fatal, limits=warn, packages_missing=missing)
 
 
 if __name__ == "__main__":

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import os
 
-from ansible_collections.kiosk.lxc.plugins.module_utils.common import procfs
+from ansible_collections.kiosk.lxc.plugins.module_utils.common import dpkg, procfs
 
 REQUIRED_NAMESPACES = ("mnt", "uts", "ipc", "pid", "net")
 OPTIONAL_NAMESPACES = ("user", "cgroup")
 MAJOR_NAMES = ("alsa", "drm", "input")
 LXC_EMULATOR = "/usr/lib/libvirt/libvirt_lxc"
+LXC_DRIVER_PACKAGE = "libvirt-daemon-driver-lxc"  # the Debian package that ships LXC_EMULATOR
 
 
 def read_majors(proc: str = "/proc") -> dict[str, int | None]:
@@ -60,7 +61,7 @@ def read_sound_cards(proc: str = "/proc") -> list[str]:
     return [f"{c['alsa_driver']} - {c['name']}" for _n, c in sorted(cards.items())]
 
 
-def gather(proc: str = "/proc", run_dir: str = "/run") -> dict:
+def gather(proc: str = "/proc", run_dir: str = "/run", dpkg_status: str = dpkg.STATUS) -> dict:
     ns_dir = os.path.join(proc, "self", "ns")
     namespaces = {ns: os.path.exists(os.path.join(ns_dir, ns)) for ns in REQUIRED_NAMESPACES}
     namespaces.update({ns: os.path.exists(os.path.join(ns_dir, ns)) for ns in OPTIONAL_NAMESPACES})
@@ -79,11 +80,16 @@ def gather(proc: str = "/proc", run_dir: str = "/run") -> dict:
         "sound_cards": read_sound_cards(proc),
         "systemd": os.path.isdir(os.path.join(run_dir, "systemd", "system")),
         "libvirt_lxc_driver": os.path.exists(LXC_EMULATOR),
+        "packages": sorted(dpkg.installed(dpkg_status)),
     }
 
 
-def problems(facts: dict, require_libvirt: bool = True) -> tuple[list[str], list[str]]:
-    """(fatal problems, warnings), each one sentence a user can act on."""
+def problems(facts: dict, require_libvirt: bool = True, installing=()) -> tuple[list[str], list[str]]:
+    """(fatal problems, warnings), each one sentence a user can act on.
+
+    ``installing``: the packages the caller installs next (the host role's missing ones); a missing LXC
+    driver whose package is among them is not a problem (the libvirtd module fails if it is still missing).
+    """
     fatal, warn = [], []
     missing = [ns for ns in REQUIRED_NAMESPACES if not facts["namespaces"].get(ns)]
     if missing:
@@ -93,7 +99,7 @@ def problems(facts: dict, require_libvirt: bool = True) -> tuple[list[str], list
             f"No cgroup device controller (cgroup layout {facts['cgroup']['version']}): "
             "guests could open every host device or none."
         )
-    if require_libvirt and not facts["libvirt_lxc_driver"]:
+    if require_libvirt and not facts["libvirt_lxc_driver"] and LXC_DRIVER_PACKAGE not in installing:
         fatal.append(
             f"libvirt's LXC driver is not installed ({LXC_EMULATOR} is missing): install libvirt-daemon-driver-lxc."
         )

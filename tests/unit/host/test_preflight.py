@@ -114,3 +114,16 @@ def test_ensure_started_reports_a_daemon_that_never_answers(monkeypatch):
     with pytest.raises(KioskError, match="does not answer on lxc:///system"):
         libvirtd.ensure_started("lxc:///system", 0.3, False, lambda uri: False, ran.append)
     assert [" ".join(a) for a in ran] == check["actions"]
+
+
+def test_a_missing_lxc_driver_the_caller_installs_next_is_no_problem():
+    no_driver = facts(libvirt_lxc_driver=False)
+    assert any("libvirt-daemon-driver-lxc" in p for p in preflight.problems(no_driver)[0])
+    assert preflight.problems(no_driver, installing=["procps", "libvirt-daemon-driver-lxc"]) == ([], [])
+    assert preflight.problems(no_driver, installing=["procps"])[0]
+
+
+def test_gather_lists_the_installed_packages(tmp_path):
+    status = tmp_path / "status"
+    status.write_text("Package: b\nStatus: install ok installed\n\nPackage: a\nStatus: install ok installed\n")
+    assert preflight.gather(dpkg_status=str(status))["packages"] == ["a", "b"]
