@@ -244,6 +244,13 @@ guests:
       type: list
       elements: str
       sample: [write /etc/subuid, write /etc/subgid, build /var/lib/kiosk-lxc/guests/player1 with clone, define, start]
+    housekeeping:
+      description:
+        - Bookkeeping done for it that changes nothing of the guest and is not counted in C(changed), listed in check
+          mode too; today, copying the record of a rootfs cloned by the guest role of kiosk.lxc 0.1 (kept inside the
+          clone, in the guest's reach) beside the clone. The guest's root is left as it was.
+      type: list
+      elements: str
     profile: {description: Its profile (V(legacy) for a guest defined before profiles)., type: str}
     rootfs: {description: Its own rootfs., type: str}
     addresses: {description: Its leased addresses., type: list, elements: str}

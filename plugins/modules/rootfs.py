@@ -163,6 +163,16 @@ actions:
   returned: always
   type: list
   elements: str
+housekeeping:
+  description:
+    - Bookkeeping that changes nothing of the rootfs and does not count as a change, done in a real run, listed in
+      check mode too. Today one kind - a clone made by kiosk.lxc 0.1 kept its record inside itself, in the guest's
+      reach; it is copied beside the clone, and only the copy counts from then on (the guest's root is left as it
+      was).
+  returned: always
+  type: list
+  elements: str
+  version_added: 0.2.0
 """
 
 import shutil
@@ -213,7 +223,7 @@ def main():
         text.check_params(module.params)  # every string may reach a file, a command or XML
         d = build.desired(p)
         plan = build.plan(p["cache_dir"], d, p["state"])
-        if plan["changed"] and not module.check_mode:
+        if (plan["changed"] or plan["housekeeping"]) and not module.check_mode:
             # What the build found under its lock: another run may have built it meanwhile.
             plan = build.apply(p["cache_dir"], d, run, p["state"], fetch=fetch)
         packed = {}
@@ -233,6 +243,7 @@ def main():
         path=plan["path"],
         key=d["key"],
         actions=plan["actions"],
+        housekeeping=plan["housekeeping"],
         outdated=outdated,
         cow=(made or {}).get("cow"),
         **packed,

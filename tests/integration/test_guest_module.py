@@ -199,6 +199,17 @@ def _old_collection(dest: Path) -> Path:
     return dest
 
 
+def _tree(root: Path) -> dict:
+    """Every file of a guest's root with its bytes, links with their targets (what the guest would see)."""
+    out = {}
+    for path in root.rglob("*"):
+        if path.is_symlink():
+            out[str(path.relative_to(root))] = "-> " + os.readlink(path)
+        elif path.is_file():
+            out[str(path.relative_to(root))] = path.read_bytes()
+    return out
+
+
 def test_guests_of_the_old_role_are_adopted_without_change_or_restart(libvirt_conn, lab):
     p = lab["prefix"]
     guests = [
@@ -219,15 +230,27 @@ def test_guests_of_the_old_role_are_adopted_without_change_or_restart(libvirt_co
     assert any(t.startswith("Define guest") for t in old_tasks), "the old role did not run"
     before = {g["name"]: libvirt_conn.lookupByName(g["name"]) for g in guests}
     before = {n: (d.ID(), d.XMLDesc(0)) for n, d in before.items()}
+    for g in guests:  # each guest's init has written what it writes (its pid) before its root is read
+        guestlib.wait_for_file(lab["work"] / "guests" / g["name"] / "out" / "started")
+    roots = {g["name"]: _tree(lab["work"] / "guests" / g["name"]) for g in guests}
+    assert all(".kiosk-rootfs.json" in tree for tree in roots.values()), "the old role kept no record inside"
 
-    # The first run of today's role: the only thing it does is move each clone's rootfs record out of the
-    # guest's reach (0.1 kept it inside the rootfs, where the guest could rewrite it; rootfs/build.py).
+    # The first run of today's role changes nothing: the one thing it does is bookkeeping, copying each
+    # clone's rootfs record beside it, out of the guest's reach (0.1 kept it inside; rootfs/build.py),
+    # which check mode lists too and which leaves the guest's root as it was.
+    proc, records = run_playbook(pb, "--check", "--diff")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert [r["task"] for r in records if r["status"] == "changed"] == [], proc.stdout[-4000:]
     proc, records = run_playbook(pb, "--diff")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert [r["task"] for r in records if r["status"] == "changed"] == [], proc.stdout[-4000:]
     module = next(r for r in records if r["task"] == "Provision the guests of this kiosk")
     for g in module["result"]["guests"]:
-        assert all(a.startswith(f"move the record of {lab['work']}/guests/") for a in g["actions"]), g
-    assert [r["task"] for r in records if r["status"] == "changed"] in ([], [module["task"]]), proc.stdout[-4000:]
+        assert g["actions"] == [], g
+        record = lab["work"] / "guests" / f".kiosk-rootfs-{g['name']}.json"
+        assert g["housekeeping"] == [f"copy the record of {record.parent / g['name']} out of it to {record}"], g
+        assert record.is_file()
+    assert {g["name"]: _tree(lab["work"] / "guests" / g["name"]) for g in guests} == roots
     assert {g["name"]: g["profile"] for g in module["result"]["guests"]} == {
         f"{p}-c": "confined",
         f"{p}-plain": "confined",
@@ -239,3 +262,5 @@ def test_guests_of_the_old_role_are_adopted_without_change_or_restart(libvirt_co
     proc, records = run_playbook(pb)
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert [r["task"] for r in records if r["status"] == "changed"] == [], proc.stdout[-4000:]
+    module = next(r for r in records if r["task"] == "Provision the guests of this kiosk")
+    assert [g["housekeeping"] for g in module["result"]["guests"]] == [[], [], []]

@@ -88,6 +88,7 @@ class Plan:
     profile: str | None = None
     rootfs: str | None = None
     actions: list = field(default_factory=list)
+    housekeeping: list = field(default_factory=list)  # done in a real run, changes nothing of the guest
     diff: list = field(default_factory=list)
     cards: list = field(default_factory=list)
     ids: dict | None = None  # {start, count}
@@ -294,7 +295,8 @@ def _plan_guest(conn, want: guestspec.Want, settings: Settings, *, host: Host, s
     clone_plan = build.plan(settings.guest_dir, clone)
     plan.rootfs = clone_plan["path"]
     plan.actions += clone_plan["actions"]
-    if clone_plan["changed"]:
+    plan.housekeeping += clone_plan["housekeeping"]
+    if clone_plan["changed"] or clone_plan["housekeeping"]:
         plan.clone = clone
     # The files, read from the clone, or from the base it will be copied from.
     uid = plan.ids["start"] if plan.ids else -1
@@ -430,7 +432,7 @@ def apply_all(conn, plans: list[Plan], settings: Settings, run, workers: int = 4
                     f"Guest '{plan.name}': its subordinate ids were planned at {plan.ids['start']} but"
                     f" {got['start']} was free when they were written (another run changed {settings.subuid})"
                 )
-    todo = [p for p in plans if p.error is None and p.actions]
+    todo = [p for p in plans if p.error is None and (p.actions or p.housekeeping)]
 
     def one(plan: Plan) -> None:
         try:
@@ -480,6 +482,7 @@ def result_of(plan: Plan) -> dict:
         "state": plan.state,
         "changed": plan.changed,
         "actions": list(plan.actions),
+        "housekeeping": list(plan.housekeeping),
         "profile": plan.profile,
         "rootfs": plan.rootfs,
         "addresses": list(plan.addresses),

@@ -16,8 +16,15 @@ outside the rootfs: a clone is a guest's own root, and a record inside it
 (`/.kiosk-rootfs.json`, where 0.1 kept it) is the guest's to rewrite or
 delete, which made the next run stop or wipe the guest's state by
 re-cloning. Such an old record is read once, through common.guestfs (no
-link followed), and moved out (`adopt`); a clone directory with no record
-at all is refused, never replaced.
+link followed), and copied out (`adopt`); from then on only the copy counts.
+A clone directory with no record at all is refused, never replaced.
+
+Copying the record out is bookkeeping of this cache, like its lock files:
+it changes no guest (the guest's root is left byte for byte as it was, its
+definition and run state are not touched), so plan() lists it under
+`housekeeping`, not `actions`, and it does not count as a change: a kiosk
+provisioned by 0.1 is adopted with `changed=0`. apply() does it whenever
+plan() lists it, in a real run; check mode lists it and leaves it.
 """
 
 from __future__ import annotations
@@ -214,10 +221,12 @@ def write_record(path: str, d: dict) -> None:
 
 
 def adopt(path: str, record: dict) -> None:
-    """An old record inside the rootfs, moved beside it (the rootfs itself is left as it is)."""
+    """An old record inside the rootfs, copied beside it; the rootfs itself is left as it is.
+
+    The old file stays in the guest's root, which is the guest's: nothing reads it once the copy exists
+    (read_record() looks beside the rootfs first), and removing it would change the guest.
+    """
     write_record(path, record)
-    with contextlib.suppress(guestfs.GuestPathError, FileNotFoundError):
-        guestfs.remove_file(path, MANIFEST)
 
 
 def plan(cache_dir: str, d: dict, state: str = "present", binfmt_dir: str = BINFMT_DIR) -> dict:
@@ -234,10 +243,9 @@ def plan(cache_dir: str, d: dict, state: str = "present", binfmt_dir: str = BINF
         if os.path.exists(final):
             actions.append(f"remove {final}")
         return _result(actions, final, current, None)
-    if legacy:
-        actions.append(f"move the record of {final} out of it to {record_path(final)}")
+    chores = [f"copy the record of {final} out of it to {record_path(final)}"] if legacy else []
     if current == d["key"]:
-        return _result(actions, final, current, d["key"])
+        return _result(actions, final, current, d["key"], chores)
     if d["method"] == "clone" and manifest is not None and manifest.get("idmap") != d.get("idmap"):
         raise KioskError(
             f"idmap: the clone {final} is owned for idmap {manifest.get('idmap')}, not {d.get('idmap')};"
@@ -245,7 +253,7 @@ def plan(cache_dir: str, d: dict, state: str = "present", binfmt_dir: str = BINF
         )
     if d["method"] == "clone" and manifest is not None:
         # A guest's own rootfs holds the guest's state: never replaced behind its back.
-        return _result(actions, final, current, current)
+        return _result(actions, final, current, current, chores)
     if d["method"] == "clone" and os.path.lexists(final):
         raise KioskError(
             f"name: {final} exists and has no record {record_path(final)}; it may hold a guest's state,"
@@ -258,11 +266,19 @@ def plan(cache_dir: str, d: dict, state: str = "present", binfmt_dir: str = BINF
     if os.path.exists(final):
         actions.append(f"replace {final} (it was built from another definition)")
     actions.append(f"build {final} with {d['method']}")
-    return _result(actions, final, current, d["key"])
+    return _result(actions, final, current, d["key"], chores)
 
 
-def _result(actions, path, before, after):
-    return {"changed": bool(actions), "actions": actions, "path": path, "before": before, "after": after}
+def _result(actions, path, before, after, housekeeping=()):
+    """housekeeping: what apply() does that changes nothing of the rootfs (not counted in changed)."""
+    return {
+        "changed": bool(actions),
+        "actions": actions,
+        "housekeeping": list(housekeeping),
+        "path": path,
+        "before": before,
+        "after": after,
+    }
 
 
 def _list(path):

@@ -43,7 +43,8 @@ def test_plan_finds_a_finished_rootfs(tmp_path):
     root.mkdir(parents=True)
     build.write_record(str(root), {"key": d["key"]})
     assert build.plan(str(cache), d, binfmt_dir=str(binfmt)) == {
-        "changed": False, "actions": [], "path": str(root), "before": d["key"], "after": d["key"],
+        "changed": False, "actions": [], "housekeeping": [], "path": str(root), "before": d["key"],
+        "after": d["key"],
     }  # fmt: skip
 
 
