@@ -37,7 +37,7 @@ HOST_KEY_RE = re.compile(r"ssh_host_(rsa|ecdsa|ed25519|dsa)_key")
 
 
 def _entry(root: str, rel: str) -> str | None:
-    """"link", "other" (a file, a directory...) or None (missing) for root/rel; nothing followed."""
+    """ "link", "other" (a file, a directory...) or None (missing) for root/rel; nothing followed."""
     parent, name = os.path.split(rel)
     with guestfs.root_fd(root) as rfd:
         dfd = guestfs.open_dir(rfd, parent, shown=os.path.join(root, parent))
@@ -94,4 +94,3 @@ def renew(root: str, hostname: str, run) -> list[str]:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return written
-
