@@ -44,8 +44,12 @@ def probe(root, i, expect):
 
 
 def stand_in_pulseaudio(root: Path) -> str:
-    """A process named pulseaudio and a pactl that logs its arguments to /out/pactl.log (a stand-in:
-    no sound server can use mknod-made nodes); returns the init snippet that starts it."""
+    """A process named pulseaudio run as the guest's kiosk user (uid 1000) and a pactl that logs its
+    arguments to /out/pactl.log (a stand-in: no sound server can use mknod-made nodes); returns the
+    init snippet that starts it."""
+    (root / "etc" / "passwd").write_text("root:x:0:0::/root:/bin/sh\nkiosk:x:1000:1000::/tmp:/bin/sh\n")
+    (root / "etc" / "group").write_text("root:x:0:\nkiosk:x:1000:\n")
+    (root / "out").chmod(0o777)
     server = root / "bin" / "pulseaudio"
     server.write_text("#!/bin/sh\nwhile true; do sleep 1; done\n")
     pactl = root / "usr" / "bin" / "pactl"
@@ -57,7 +61,7 @@ def stand_in_pulseaudio(root: Path) -> str:
     )
     for script in (server, pactl):
         script.chmod(0o755)
-    return "/bin/pulseaudio &"
+    return "su -s /bin/sh kiosk -c /bin/pulseaudio &"
 
 
 def test_plug_unplug_replug_reaches_the_running_guest(libvirt_conn, guest_name, busybox_rootfs, fake_host):
@@ -98,10 +102,10 @@ def test_plug_unplug_replug_reaches_the_running_guest(libvirt_conn, guest_name, 
         )
         for line in attached
     ), attached
-    # the guest's sound server was told, inside the guest, as its user (root here)
+    # the guest's sound server was told, inside the guest, as its user (the kiosk user)
     told = (root / "out" / "pactl.log").read_text().splitlines()
-    attach = "0 load-module module-alsa-card device_id=1 name=kiosk-Audio card_name=alsa_card.kiosk-Audio tsched=yes"
-    assert told == [attach, "0 list modules short", "0 unload-module 12"] * 2, told
+    attach = "1000 load-module module-alsa-card device_id=1 name=kiosk-Audio card_name=alsa_card.kiosk-Audio tsched=yes"
+    assert told == [attach, "1000 list modules short", "1000 unload-module 12"] * 2, told
 
 
 def test_one_guest_failing_leaves_the_others_served_and_a_card_for_nobody_closed(

@@ -34,7 +34,7 @@ import time
 from ansible_collections.kiosk.lxc.plugins.module_utils.common import text, virt
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.files import write_atomic
-from ansible_collections.kiosk.lxc.plugins.module_utils.hotplug import apply, plan
+from ansible_collections.kiosk.lxc.plugins.module_utils.hotplug import apply, guestrun, plan
 from ansible_collections.kiosk.lxc.plugins.module_utils.hotplug import guests as guestlib
 from ansible_collections.kiosk.lxc.plugins.module_utils.sound import discovery
 from ansible_collections.kiosk.lxc.plugins.module_utils.sound.discovery import pyudev
@@ -43,6 +43,8 @@ NAME = "kiosk-lxc-hotplug"
 LOG_FILE = "/var/log/kiosk-lxc/hotplug.log"
 SYSLOG_SOCKET = "/dev/log"
 RESCAN_SECONDS = 5.0
+KIOSK_USER = "kiosk"
+USER_RE = r"[a-z_][a-z0-9_-]{0,31}"
 WAKE = 0.5
 
 
@@ -79,7 +81,16 @@ class Agent:
     """The queue, the ledger and the worker; `monitor()` feeds it from udev."""
 
     def __init__(
-        self, uri=virt.DEFAULT_URI, *, context=None, dev_dir="/dev", proc_root="/proc", logger=None, run=None, only=None
+        self,
+        uri=virt.DEFAULT_URI,
+        *,
+        context=None,
+        dev_dir="/dev",
+        proc_root="/proc",
+        logger=None,
+        run=None,
+        only=None,
+        kiosk_user=KIOSK_USER,
     ):
         self.uri = uri
         self.only = list(only) if only else None  # guest name patterns served (None: all)
@@ -87,7 +98,8 @@ class Agent:
         self.dev_dir = dev_dir
         self.proc_root = proc_root
         self.log = logger or make_logger()
-        self.run = run or apply.run_command
+        self.run = run or guestrun.run
+        self.kiosk_user = kiosk_user  # whose sound server is told, in each guest
         self.queue: queue.Queue = queue.Queue()
         self.ledger: dict = {}
         self._conn = None
@@ -195,7 +207,7 @@ class Agent:
         for action in actions:
             begun = time.monotonic()
             try:
-                steps, shared, parts = apply.apply_action(action, self.dev_dir, self.run)
+                steps, shared, parts = apply.apply_action(action, self.dev_dir, self.run, self.kiosk_user)
             except (KioskError, OSError) as exc:
                 msg = exc.msg if isinstance(exc, KioskError) else str(exc)
                 self.log.error("%s (on %s) failed: %s", plan.describe(action), cause, msg)
@@ -263,6 +275,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pidfile", default=None)
     parser.add_argument("--once", action="store_true", help="reconcile once and exit")
     parser.add_argument("--only", action="append", help="serve only guests whose name matches this pattern")
+    parser.add_argument(
+        "--kiosk-user", default=KIOSK_USER, help="the guests' user whose sound server is told (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
     missing = [name for name, mod in (("pyudev", pyudev), ("libvirt", virt.libvirt)) if mod is None]
     if guestlib.etree is None:
@@ -271,7 +286,12 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"{NAME}: missing Python libraries: {', '.join(missing)}\n")
         return 1
     logger = make_logger(args.log_file)
-    agent = Agent(args.uri, dev_dir=args.dev_dir, logger=logger, only=args.only)
+    try:
+        text.fullmatch("--kiosk-user", args.kiosk_user, USER_RE, "is not a user name")
+    except KioskError as exc:
+        sys.stderr.write(f"{NAME}: {exc.msg}\n")
+        return 1
+    agent = Agent(args.uri, dev_dir=args.dev_dir, logger=logger, only=args.only, kiosk_user=args.kiosk_user)
     if args.once:
         agent.safely(agent.reconcile)
         return 0

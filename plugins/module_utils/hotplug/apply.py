@@ -12,12 +12,15 @@
   path is the guest's: it is resolved with common.guestfs (openat2, no link
   followed) and the nodes are made, owned and removed relative to the fd of
   the guest's /dev/snd, which must be a directory owned by root.
-- Sound server: run inside the guest with nsenter into the server
-  process's namespaces, as its user, with its runtime directory. nsenter
-  does not move the command into the guest's cgroup (platform facts:
-  docs/docsite/rst/guide_platform.rst, "Entering a guest's namespaces is
-  not entering its cgroup"), which is fine to talk to a server; nothing
-  here probes a device that way.
+- Sound server: only a server hotplug.guests accepts strictly (the
+  guest's pid namespace and cgroup, the kiosk user's uid, a bounded number
+  looked at). The guest's own pactl/systemctl runs with nsenter into the
+  server process's namespaces, as its user, with its runtime directory,
+  and inside the cgroups of the guest's init (hotplug.guestrun: joined
+  before nsenter runs, so the guest's device rules and memory limit
+  apply), each command bounded and ended with all it started. All the
+  commands of one action in one guest share SERVER_BUDGET seconds: a guest
+  whose server never answers costs the others at most that.
 """
 
 from __future__ import annotations
@@ -25,27 +28,19 @@ from __future__ import annotations
 import os
 import re
 import stat
-import subprocess
 import time
 
 from ansible_collections.kiosk.lxc.plugins.module_utils.cgroup import cgroupfs, rules
 from ansible_collections.kiosk.lxc.plugins.module_utils.common import guestfs
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
+from ansible_collections.kiosk.lxc.plugins.module_utils.hotplug import guestrun
 from ansible_collections.kiosk.lxc.plugins.module_utils.hotplug import guests as guestlib
 
 GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-COMMAND_TIMEOUT = 10
+SERVER_BUDGET = 6.0  # seconds for all sound server commands of one action in one guest
 SND_SHOWN = "/dev/snd in the guest"
 _MODULE_LINE_RE = re.compile(r"^(\d+)\s+module-alsa-card\s+(.*)$")
 _DEVICE_ID_RE = re.compile(r"""\bdevice_id=["']?(\d+)["']?""")
-
-
-def run_command(argv: list[str]) -> tuple[int, str, str]:
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return 127, "", str(exc)
-    return proc.returncode, proc.stdout, proc.stderr
 
 
 # ---------------------------------------------------------------- device cgroup
@@ -106,20 +101,6 @@ def revoke(pid: int, nodes: list[dict], shared: list[dict]) -> list[str]:
 
 
 # ---------------------------------------------------------------- nodes in the guest
-def _map_id(value: int, map_path: str, inward: bool) -> int:
-    """An id through a uid_map/gid_map (inward: host id -> guest id); unchanged without a map."""
-    try:
-        with open(map_path, encoding="ascii") as fh:
-            lines = [line.split() for line in fh if line.strip()]
-    except OSError:
-        return value
-    for inside, outside, count in ((int(a), int(b), int(c)) for a, b, c in lines):
-        src, dst = (outside, inside) if inward else (inside, outside)
-        if src <= value < src + count:
-            return dst + value - src
-    return value
-
-
 def _guest_snd(init: int, create: bool) -> int | None:
     """An fd of the guest's /dev/snd, resolved inside the guest's root (common.guestfs), or None if missing.
 
@@ -199,8 +180,8 @@ def make_nodes(init: int, nodes: list[dict], dev_dir: str) -> list[str]:
                 name,
                 rdev,
                 mode=mode,
-                uid=_map_id(uid, f"/proc/{init}/uid_map", inward=False),
-                gid=_map_id(gid, f"/proc/{init}/gid_map", inward=False),
+                uid=guestlib.map_id(uid, f"/proc/{init}/uid_map", inward=False),
+                gid=guestlib.map_id(gid, f"/proc/{init}/gid_map", inward=False),
             )
             made.append(f"mknod /dev/snd/{name} in the guest")
     finally:
@@ -232,11 +213,13 @@ def in_guest(server: dict, argv: list[str], proc: str = "/proc") -> list[str]:
     """argv run in the sound server's namespaces, as its user, with its runtime environment."""
     pid = server["pid"]
     cmd = ["nsenter", "-t", str(pid), "-m", "-u", "-i", "-n", "-p", "-r", "-w"]
+    if guestlib.ns_link(pid, "cgroup", proc) != guestlib.ns_link(os.getpid(), "cgroup", proc):
+        cmd.append("-C")
     uid, gid = server["uid"], server["gid"]
     if guestlib.ns_link(pid, "user", proc) != guestlib.ns_link(os.getpid(), "user", proc):
         cmd.append("-U")
-        uid = _map_id(uid, f"{proc}/{pid}/uid_map", inward=True)
-        gid = _map_id(gid, f"{proc}/{pid}/gid_map", inward=True)
+        uid = guestlib.map_id(uid, f"{proc}/{pid}/uid_map", inward=True)
+        gid = guestlib.map_id(gid, f"{proc}/{pid}/gid_map", inward=True)
     cmd += ["-S", str(uid), "-G", str(gid), "--", "env", f"PATH={GUEST_PATH}"]
     cmd += [f"{k}={v}" for k, v in sorted(server["env"].items())]
     return cmd + argv
@@ -282,34 +265,68 @@ def alsa_card_modules(listing: str, number: int) -> list[str]:
     return found
 
 
-def tell_servers(init: int, op: str, card: dict, run=run_command, proc: str = "/proc") -> list[str]:
-    """Tell each PulseAudio/PipeWire in the guest; the steps done. A server that refuses is restarted."""
+def find_servers(init: int, controller: int, user: str, proc: str = "/proc") -> tuple[list[dict], list[str]]:
+    """The guest's sound servers as hotplug.guests accepts them, and a step saying what was left out."""
+    uid = guestlib.kiosk_uid(init, user, proc)
+    if uid is None:
+        return [], [f"no user '{user}' in the guest: no sound server told"]
+    found = guestlib.sound_servers(init, uid, cgroupfs.cgroup_of_pid(controller, proc), proc)
+    notes = []
+    if found["passed"]:
+        notes.append(f"{found['passed']} more processes named like a sound server not looked at")
+    return found["servers"], notes
+
+
+def tell_servers(
+    init: int, op: str, card: dict, servers: list[dict], run=guestrun.run, *, proc: str = "/proc", budget=SERVER_BUDGET
+) -> list[str]:
+    """Tell each server; the steps done. A server that refuses is restarted; all of it within `budget` seconds."""
     done = []
-    for server in guestlib.sound_servers(init, proc):
+    deadline = time.monotonic() + budget
+
+    def bounded(server: dict, argv: list[str]):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        return run(init, in_guest(server, argv, proc), min(guestrun.COMMAND_TIMEOUT, left))
+
+    for server in servers:
         who = f"{server['kind']} (pid {server['pid']})"
         ok = True
         for argv in server_commands(server, op, card):
-            rc, out, err = run(in_guest(server, argv, proc))
+            answer = bounded(server, argv)
+            if answer is None:
+                break
+            rc, out, err = answer
             if rc != 0:
                 ok = False
                 done.append(f"{who}: {' '.join(argv)} failed: {(err or out).strip()[:200]}")
                 break
             if argv[:2] == ["pactl", "list"]:
                 for index in alsa_card_modules(out, card["number"]):
-                    rc, out, err = run(in_guest(server, ["pactl", "unload-module", index], proc))
+                    answer = bounded(server, ["pactl", "unload-module", index])
+                    if answer is None:
+                        break
+                    rc, out, err = answer
                     ok = ok and rc == 0
                     done.append(f"{who}: unload-module {index}" + ("" if rc == 0 else f" failed: {err.strip()}"))
             else:
                 done.append(f"{who}: {' '.join(argv)}")
-        if not ok:
+        answer = None if ok else bounded(server, fallback_command(server))
+        if answer is not None:
+            rc, out, err = answer
             argv = fallback_command(server)
-            rc, out, err = run(in_guest(server, argv, proc))
             done.append(f"{who}: {' '.join(argv)}" + ("" if rc == 0 else f" failed: {(err or out).strip()[:200]}"))
+        if time.monotonic() >= deadline:
+            done.append(f"sound servers: {budget:g} s spent, the rest not told")
+            break
     return done
 
 
 # ---------------------------------------------------------------- one action
-def apply_action(action: dict, dev_dir: str = "/dev", run=run_command) -> tuple[list[str], list[dict], dict]:
+def apply_action(
+    action: dict, dev_dir: str = "/dev", run=guestrun.run, user: str = "kiosk"
+) -> tuple[list[str], list[dict], dict]:
     """Carry out one plan action; (steps done, shared nodes granted, seconds per part). KioskError/OSError on failure.
 
     The parts: `device` (device cgroup and nodes: the guest can open the card
@@ -329,10 +346,12 @@ def apply_action(action: dict, dev_dir: str = "/dev", run=run_command) -> tuple[
             undo_grant(action["pid"], written)  # a failed attach (a refused /dev/snd too) leaves the guest as it was
             raise
         device = time.monotonic()
-        steps += tell_servers(init, "attach", action["card"], run)
+        servers, notes = find_servers(init, action["pid"], user)
+        steps += notes + tell_servers(init, "attach", action["card"], servers, run)
         return steps, shared, {"device": device - start, "server": time.monotonic() - device}
     steps += revoke(action["pid"], action["nodes"], action["shared"])
     steps += remove_nodes(init, action["nodes"] + action["shared"], dev_dir)
     device = time.monotonic()
-    steps += tell_servers(init, "detach", action["card"], run)
+    servers, notes = find_servers(init, action["pid"], user)
+    steps += notes + tell_servers(init, "detach", action["card"], servers, run)
     return steps, [], {"device": device - start, "server": time.monotonic() - device}

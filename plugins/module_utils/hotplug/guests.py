@@ -13,12 +13,20 @@ through libvirtd (virsh lxc-enter-namespace would go through it).
 from __future__ import annotations
 
 import os
+import re
 
+from ansible_collections.kiosk.lxc.plugins.module_utils.cgroup import cgroupfs
+from ansible_collections.kiosk.lxc.plugins.module_utils.common import guestfs
+from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.virt import libvirt
 from ansible_collections.kiosk.lxc.plugins.module_utils.domain.xmldef import etree
 from ansible_collections.kiosk.lxc.plugins.module_utils.sound.plan import read_metadata
 
 SOUND_SERVERS = ("pulseaudio", "pipewire")
+MAX_CANDIDATES = 8  # processes of a sound server's name looked at, per guest and action
+MAX_SERVERS = 2  # of those, told about a card
+ENV_KEPT = ("XDG_RUNTIME_DIR", "DBUS_SESSION_BUS_ADDRESS", "PULSE_RUNTIME_PATH", "HOME")
+_CONTROL_RE = re.compile("[\x00-\x1f\x7f]")
 
 
 def running_guests(conn) -> list[dict]:
@@ -75,27 +83,82 @@ def _comm(pid: int, proc: str = "/proc") -> str:
         return ""
 
 
-def sound_servers(guest_init: int, proc: str = "/proc") -> list[dict]:
-    """The PulseAudio/PipeWire processes in the guest: [{"kind", "pid", "uid", "gid", "env"}]."""
+def _cgroup_in(pid: int, proc: str) -> str | None:
+    try:
+        return cgroupfs.cgroup_of_pid(pid, proc)
+    except KioskError:
+        return None
+
+
+def kiosk_uid(guest_init: int, user: str, proc: str = "/proc") -> int | None:
+    """The host uid of the guest's `user` (its /etc/passwd, read with common.guestfs, through the guest's uid_map).
+
+    None when the guest has no such user, or its passwd cannot be read
+    safely (a link planted there is refused, never followed).
+    """
+    try:
+        passwd = guestfs.read_file(os.path.join(proc, str(guest_init), "root"), "etc/passwd")
+    except (OSError, KioskError):
+        return None
+    for line in (passwd or "").splitlines():
+        fields = line.split(":")
+        if len(fields) >= 4 and fields[0] == user and fields[2].isdigit():
+            return map_id(int(fields[2]), os.path.join(proc, str(guest_init), "uid_map"), inward=False)
+    return None
+
+
+def map_id(value: int, map_path: str, inward: bool) -> int:
+    """An id through a uid_map/gid_map (inward: host id -> guest id); unchanged without a map."""
+    try:
+        with open(map_path, encoding="ascii") as fh:
+            lines = [line.split() for line in fh if line.strip()]
+    except OSError:
+        return value
+    for inside, outside, count in ((int(a), int(b), int(c)) for a, b, c in lines):
+        src, dst = (outside, inside) if inward else (inside, outside)
+        if src <= value < src + count:
+            return dst + value - src
+    return value
+
+
+def sound_servers(guest_init: int, uid: int | None, guest_cgroup: str | None, proc: str = "/proc") -> dict:
+    """The guest's PulseAudio/PipeWire: {"servers": [{"kind", "pid", "uid", "gid", "env"}], "passed", "looked"}.
+
+    Strict, since any process of the guest may call itself pulseaudio: a
+    server counts only if it is in the guest's pid namespace and in its
+    cgroup (at or below guest_cgroup, the cgroup the card is granted in),
+    and is owned by `uid` (the kiosk user's host uid; None: nobody counts).
+    At most MAX_CANDIDATES processes of a server's name are looked at and
+    MAX_SERVERS of them kept, lowest pids first; "passed" says how many
+    others of that name were not looked at.
+    """
     want = ns_link(guest_init, "pid", proc)
-    found = []
-    for entry in os.listdir(proc):
-        if not entry.isdigit():
+    found, looked, passed = [], 0, 0
+    for pid in sorted(int(e) for e in os.listdir(proc) if e.isdigit()):
+        if _comm(pid, proc) not in SOUND_SERVERS or ns_link(pid, "pid", proc) != want:
             continue
-        pid = int(entry)
-        comm = _comm(pid, proc)
-        if comm not in SOUND_SERVERS or ns_link(pid, "pid", proc) != want:
+        if looked >= MAX_CANDIDATES or len(found) >= MAX_SERVERS:
+            passed += 1
+            continue
+        looked += 1
+        try:
+            st = os.stat(os.path.join(proc, str(pid)))
+        except OSError:
+            continue
+        cgroup = _cgroup_in(pid, proc)
+        inside = cgroup is not None and guest_cgroup is not None
+        inside = inside and (cgroup == guest_cgroup or cgroup.startswith(guest_cgroup.rstrip("/") + "/"))
+        if uid is None or st.st_uid != uid or not inside:
             continue
         try:
-            st = os.stat(os.path.join(proc, entry))
-            with open(os.path.join(proc, entry, "environ"), "rb") as fh:
-                raw = fh.read().split(b"\0")
+            with open(os.path.join(proc, str(pid), "environ"), "rb") as fh:
+                raw = fh.read(65536).split(b"\0")
         except OSError:
             continue
         env = {}
         for item in raw:
             key, sep, value = item.decode("utf-8", "replace").partition("=")
-            if sep and key in ("XDG_RUNTIME_DIR", "DBUS_SESSION_BUS_ADDRESS", "PULSE_RUNTIME_PATH", "HOME"):
+            if sep and key in ENV_KEPT and not _CONTROL_RE.search(value):
                 env[key] = value
-        found.append({"kind": comm, "pid": pid, "uid": st.st_uid, "gid": st.st_gid, "env": env})
-    return sorted(found, key=lambda s: s["pid"])
+        found.append({"kind": _comm(pid, proc), "pid": pid, "uid": st.st_uid, "gid": st.st_gid, "env": env})
+    return {"servers": found, "looked": looked, "passed": passed}

@@ -68,15 +68,14 @@ def test_a_server_in_a_user_namespace_is_entered_with_its_ids_inside(tmp_path):
 def test_id_maps_both_ways(tmp_path):
     idmap = tmp_path / "gid_map"
     idmap.write_text("         0     100000      65536\n")
-    assert apply._map_id(29, str(idmap), inward=False) == 100029
-    assert apply._map_id(100029, str(idmap), inward=True) == 29
-    assert apply._map_id(29, str(tmp_path / "none"), inward=False) == 29
+    assert apply.guestlib.map_id(29, str(idmap), inward=False) == 100029
+    assert apply.guestlib.map_id(100029, str(idmap), inward=True) == 29
+    assert apply.guestlib.map_id(29, str(tmp_path / "none"), inward=False) == 29
 
 
 @pytest.fixture
 def one_server(monkeypatch):
     """The guest runs one PulseAudio; commands are recorded as they would run inside it."""
-    monkeypatch.setattr(apply.guestlib, "sound_servers", lambda init, proc="/proc": [server()])
     monkeypatch.setattr(apply, "in_guest", lambda srv, argv, proc="/proc": argv)
     return []
 
@@ -84,11 +83,11 @@ def one_server(monkeypatch):
 def test_a_refusing_server_is_restarted(one_server):
     ran = one_server
 
-    def run(argv):
+    def run(init, argv, timeout):
         ran.append(argv)
         return (1, "", "Connection refused") if argv[0] == "pactl" else (0, "", "")
 
-    done = apply.tell_servers(1, "attach", CARD, run)
+    done = apply.tell_servers(1, "attach", CARD, [server()], run)
     assert ran[-1] == ["systemctl", "--user", "restart", "pulseaudio.service"]
     assert "failed: Connection refused" in done[0]
 
@@ -96,9 +95,27 @@ def test_a_refusing_server_is_restarted(one_server):
 def test_detach_unloads_what_the_listing_shows(one_server):
     ran = one_server
 
-    def run(argv):
+    def run(init, argv, timeout):
         ran.append(argv)
         return (0, LISTING, "") if argv[:2] == ["pactl", "list"] else (0, "", "")
 
-    apply.tell_servers(1, "detach", CARD, run)
+    apply.tell_servers(1, "detach", CARD, [server()], run)
     assert ran == [["pactl", "list", "modules", "short"], ["pactl", "unload-module", "12"]]
+
+
+def test_servers_that_never_answer_cost_one_budget_in_all(one_server):
+    """Each command takes all the time it is given: the guest's servers together get SERVER_BUDGET."""
+    clock = {"now": 0.0}
+    given = []
+
+    def run(init, argv, timeout):
+        given.append(timeout)
+        clock["now"] += timeout
+        return 124, "", "no answer"
+
+    servers = [dict(server(), pid=4242 + i) for i in range(5)]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(apply.time, "monotonic", lambda: clock["now"])
+        done = apply.tell_servers(1, "attach", CARD, servers, run, budget=6.0)
+    assert sum(given) == pytest.approx(6.0) and clock["now"] == pytest.approx(6.0), given
+    assert done[-1] == "sound servers: 6 s spent, the rest not told"
