@@ -14,9 +14,11 @@ description:
     guest without a user namespace, a bind of the host's C(/dev/snd), so the guest sees the real nodes. An
     idmapped guest gets the nodes libvirt makes for each hostdev instead (the host's would show as
     nobody:nogroup there). Other cards stay closed (EPERM).
-  - O(profile=udev_data) keeps the guest's C(/sys) read-only and binds the host's C(/run/udev) read-only under a
-    C(/run) of the guest's own, so PulseAudio and PipeWire find the cards. O(profile=sysfs) passes the host's
-    C(/sys) and C(/sys/fs/fuse/connections) through and writes a systemd-networkd drop-in
+  - O(profile=udev_data) keeps the guest's C(/sys) read-only and binds a udev database of the guest's own
+    (O(udev_data_dir)/<domain>, the chosen cards' records only, never the host's whole C(/run/udev)) read-only as
+    its C(/run/udev), under a C(/run) of the guest's own, so PulseAudio and PipeWire find the cards.
+    O(profile=sysfs) passes the host's C(/sys) and C(/sys/fs/fuse/connections) through and writes a
+    systemd-networkd drop-in
     (C(BindReadOnlyPaths=/sys)) into the guest's rootfs so its networking keeps working. O(profile=sysfs) is
     refused for a guest with an C(<idmap>) (its own user namespace). The drop-in is written without following
     links in the guest's rootfs; a link planted at its path or on the way fails the task, and nothing is touched.
@@ -65,9 +67,19 @@ options:
     type: path
     default: /dev
   host_udev_dir:
-    description: The host's udev data directory bound into the guest by O(profile=udev_data).
+    description:
+      - The host's udev data directory. O(profile=udev_data) needs it (udev running on the host), but does not bind it
+        into the guest any more; the guest gets only its own cards' records (O(udev_data_dir)).
     type: path
     default: /run/udev
+  udev_data_dir:
+    description:
+      - Where each guest's own udev data is kept on the host, in a directory named after the guest, bound read-only as
+        the guest's C(/run/udev) by O(profile=udev_data).
+      - It holds the udev records of the guest's cards, their nodes and the shared timer/sequencer, and nothing of the
+        host's other devices (no disk serials). The hotplug agent adds and removes a hot-plugged card's records.
+    type: path
+    default: /var/lib/kiosk-lxc/udev
 requirements:
   - pyudev (C(python3-pyudev) on Debian)
   - lxml (C(python3-lxml) on Debian)
@@ -154,6 +166,7 @@ def main():
             shutdown_timeout=dict(type="int", default=30),
             host_dev_dir=dict(type="path", default="/dev"),
             host_udev_dir=dict(type="path", default="/run/udev"),
+            udev_data_dir=dict(type="path", default="/var/lib/kiosk-lxc/udev"),
         ),
         supports_check_mode=True,
     )

@@ -202,6 +202,7 @@ def test_a_guest_with_the_hosts_snd_bound_gets_only_the_cgroup_rules_and_keeps_i
                 "missing": "ignore",
                 "host_dev_dir": str(fake_host["dev"]),
                 "host_udev_dir": str(fake_host["udev"]),
+                "udev_data_dir": str(fake_host["tmp"] / "udev-data"),
                 "shutdown_timeout": 1,
             }
         }

@@ -57,6 +57,7 @@ def fake_host(tmp_path):
     return {
         "host_dev_dir": str(tmp_path / "dev"),
         "host_udev_dir": str(tmp_path / "run" / "udev"),
+        "udev_data_dir": str(tmp_path / "udev-data"),
         # busybox's init ignores the shutdown request: do not wait 30 s to destroy it
         "shutdown_timeout": 1,
     }
@@ -78,7 +79,9 @@ def test_check_real_check_real_then_absent(libvirt_conn, guest_name, busybox_roo
         [(args, True, True), (args, False, False), (args, True, False), (args, False, False)]
     )
     assert checked["_status"] == "changed", checked
-    assert checked["actions"] == ["define", "restart"]
+    # the guest's own udev data: card 1, its three nodes and the shared seq and timer, and nothing else
+    udev = f"write the udev data of 6 and remove that of 0 devices in {fake_host['udev_data_dir']}/{guest_name}"
+    assert checked["actions"] == [udev, "define", "restart"]
     assert "controlC1" in checked["diff"][0]["after"] and "controlC1" not in checked["diff"][0]["before"]
     assert real["_status"] == "changed", real
     assert real["actions"] == checked["actions"] and real["restarted"] is True
@@ -95,6 +98,7 @@ def test_check_real_check_real_then_absent(libvirt_conn, guest_name, busybox_roo
     absent = dict(fake_host, domain=guest_name, state="absent")
     gone, gone_again = runs([(absent, False, False), (absent, False, False)])
     assert gone["_status"] == "changed" and gone["restarted"] is True
+    assert gone["actions"][-1] == f"remove the guest's udev data {fake_host['udev_data_dir']}/{guest_name}"
     assert gone_again["_status"] == "ok"
     assert etree.tostring(etree.fromstring(_stored(libvirt_conn, guest_name)), method="c14n") == (
         etree.tostring(etree.fromstring(original), method="c14n")

@@ -93,6 +93,7 @@ def start_guests(conn, host, guests: dict) -> dict:
             "missing": "ignore",
             "host_dev_dir": str(host["dev"]),
             "host_udev_dir": str(host["udev"]),
+            "udev_data_dir": str(host["tmp"] / "udev-data"),
             "shutdown_timeout": 1,
         }
         tasks.append({"kiosk.lxc.sound_passthrough": args})

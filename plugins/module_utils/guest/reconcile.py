@@ -44,8 +44,8 @@ from ansible_collections.kiosk.lxc.plugins.module_utils.guest import profiles
 from ansible_collections.kiosk.lxc.plugins.module_utils.guest import spec as guestspec
 from ansible_collections.kiosk.lxc.plugins.module_utils.host import preflight
 from ansible_collections.kiosk.lxc.plugins.module_utils.rootfs import build
+from ansible_collections.kiosk.lxc.plugins.module_utils.sound import discovery, select, udevdata
 from ansible_collections.kiosk.lxc.plugins.module_utils.sound import plan as soundplan
-from ansible_collections.kiosk.lxc.plugins.module_utils.sound import select
 from ansible_collections.kiosk.lxc.plugins.module_utils.subid import ranges
 
 CGROUP_TARGET = "/sys/fs/cgroup/systemd"
@@ -70,6 +70,7 @@ class Settings:
     subgid: str = "/etc/subgid"
     host_dev_dir: str = "/dev"
     host_udev_dir: str = "/run/udev"
+    udev_data_dir: str = udevdata.DEFAULT_ROOT
 
 
 @dataclass
@@ -96,6 +97,7 @@ class Plan:
     cgroup_dirs: list = field(default_factory=list)  # (path, uid, gid, mode, what to do)
     clone: dict | None = None  # rootfs.build definition, when a clone is to be made
     files: list = field(default_factory=list)
+    udev: dict | None = None  # sound.udevdata's change to the guest's own udev data
     domain: manage.Plan | None = None
     error: str | None = None
     interfaces: list = field(default_factory=list)  # (bridge, mac) of each interface its definition gets
@@ -121,7 +123,7 @@ def read_host(mountinfo: str = "/proc/self/mountinfo", run_dir: str = "/run") ->
 
 def read_sound(host: Host, settings: Settings, discover) -> dict:
     if host.sound is None:
-        host.sound = discover(dev_dir=settings.host_dev_dir)
+        host.sound = discover(dev_dir=settings.host_dev_dir, records=True)
     return host.sound
 
 
@@ -214,6 +216,7 @@ def _cgroup_mutate(source: str):
 def _sound(plan: Plan, want: guestspec.Want, profile: profiles.Profile, *, settings, host, discover) -> tuple:
     """(the sound profile, sound.plan's desired) for the guest; KioskError before anything is touched."""
     if want.sound is None:
+        _plan_udev(plan, udevdata.guest_dir(settings.udev_data_dir, want.name), None)
         return None, soundplan.desired(cards=[], shared_nodes=[], selectors=None, state="absent")
     sound_profile = want.sound["profile"] or profile.sound_profile or settings.defaults["sound_profile"]
     if sound_profile == "sysfs" and not profile.sysfs_allowed:
@@ -234,7 +237,8 @@ def _sound(plan: Plan, want: guestspec.Want, profile: profiles.Profile, *, setti
                 " into the guest, and it does not exist (is udev running on the host?)"
             )
         udev_available = False
-    plan.cards = [dict(c, selectors=select.card_selectors(c)) for c in chosen["cards"]]
+    plan.cards = [dict(discovery.public(c), selectors=select.card_selectors(c)) for c in chosen["cards"]]
+    udev_dir = udevdata.guest_dir(settings.udev_data_dir, want.name)
     desired = soundplan.desired(
         cards=chosen["cards"],
         shared_nodes=found["shared_nodes"],
@@ -242,10 +246,18 @@ def _sound(plan: Plan, want: guestspec.Want, profile: profiles.Profile, *, setti
         profile=sound_profile,
         missing=want.sound["missing"],
         dev_dir=settings.host_dev_dir,
-        udev_dir=settings.host_udev_dir,
+        udev_dir=udev_dir,
         udev_available=udev_available,
     )
+    binds = any(f["target"] == "/run/udev" for f in desired["filesystems"])
+    _plan_udev(plan, udev_dir, udevdata.records(chosen["cards"], found["shared_nodes"]) if binds else None)
     return sound_profile, desired
+
+
+def _plan_udev(plan: Plan, directory: str, want: dict | None) -> None:
+    plan.udev = udevdata.plan(directory, want)
+    if plan.udev is not None:
+        plan.actions.append(udevdata.describe(plan.udev))
 
 
 def one_line(msg: str) -> str:
@@ -268,7 +280,9 @@ def _plan_guest(conn, want: guestspec.Want, settings: Settings, *, host: Host, s
     meta, stored_rootfs = _stored_meta(guest)
     plan = Plan(name=want.name, where=want.where, state=want.state)
     if want.state == "absent":
-        return _plan_absent(plan, guest, meta)
+        _plan_absent(plan, guest, meta)
+        _plan_udev(plan, udevdata.guest_dir(settings.udev_data_dir, want.name), None)
+        return plan
     profile, recorded = profiles.resolve(
         want.profile, guest.dom is not None, meta.get("profile"), settings.defaults["profile"]
     )
@@ -416,10 +430,17 @@ def _apply_one(conn, plan: Plan, settings: Settings, run) -> None:
             build.apply(settings.guest_dir, plan.clone, run)
         if plan.files:
             guestfiles.apply(plan.rootfs, plan.files)
+        if plan.udev is not None and not plan.udev["drop"]:
+            udevdata.apply(plan.udev)  # before the definition: the guest's (re)start binds it
     except OSError as exc:
         raise KioskError(f"Guest '{plan.name}': {exc}") from exc
     if plan.domain is not None and plan.domain.actions:
         manage.apply(conn, plan.domain, settings.shutdown_timeout)
+    if plan.udev is not None and plan.udev["drop"]:
+        try:
+            udevdata.apply(plan.udev)  # after it: the guest no longer binds it
+        except OSError as exc:
+            raise KioskError(f"Guest '{plan.name}': {exc}") from exc
 
 
 def apply_all(conn, plans: list[Plan], settings: Settings, run, workers: int = 4) -> None:

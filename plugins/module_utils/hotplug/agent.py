@@ -139,7 +139,7 @@ class Agent:
         raise error
 
     def _host(self) -> dict:
-        return discovery.discover(self.context, proc_root=self.proc_root, dev_dir=self.dev_dir)
+        return discovery.discover(self.context, proc_root=self.proc_root, dev_dir=self.dev_dir, records=True)
 
     def ready(self, card: dict) -> bool:
         """Whether ALSA and udev have finished the card, so a guest can be given it.

@@ -35,6 +35,7 @@ from ansible_collections.kiosk.lxc.plugins.module_utils.common import guestfs
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
 from ansible_collections.kiosk.lxc.plugins.module_utils.hotplug import guestrun
 from ansible_collections.kiosk.lxc.plugins.module_utils.hotplug import guests as guestlib
+from ansible_collections.kiosk.lxc.plugins.module_utils.sound import udevdata
 
 GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SERVER_BUDGET = 6.0  # seconds for all sound server commands of one action in one guest
@@ -323,6 +324,24 @@ def tell_servers(
     return done
 
 
+# ---------------------------------------------------------------- the guest's udev data
+def guest_udev(action: dict) -> list[str]:
+    """The card's udev records added to (attach) or removed from (detach) the guest's own udev data.
+
+    Only for a guest whose /run/udev is its own directory (sound_passthrough,
+    profile udev_data); written by sound.udevdata, which follows no link on
+    the way to that host directory.
+    """
+    if not action.get("udev_dir"):
+        return []
+    change = {"path": action["udev_dir"], "write": {}, "remove": []}
+    if action["op"] == "attach":
+        change["write"] = udevdata.records([action["card"]], action["shared"])
+    else:
+        change["remove"] = udevdata.card_ids(action["card"], action["shared"])
+    return udevdata.apply(change)
+
+
 # ---------------------------------------------------------------- one action
 def apply_action(
     action: dict, dev_dir: str = "/dev", run=guestrun.run, user: str = "kiosk"
@@ -345,12 +364,14 @@ def apply_action(
         except (OSError, KioskError):
             undo_grant(action["pid"], written)  # a failed attach (a refused /dev/snd too) leaves the guest as it was
             raise
+        steps += guest_udev(action)
         device = time.monotonic()
         servers, notes = find_servers(init, action["pid"], user)
         steps += notes + tell_servers(init, "attach", action["card"], servers, run)
         return steps, shared, {"device": device - start, "server": time.monotonic() - device}
     steps += revoke(action["pid"], action["nodes"], action["shared"])
     steps += remove_nodes(init, action["nodes"] + action["shared"], dev_dir)
+    steps += guest_udev(action)
     device = time.monotonic()
     servers, notes = find_servers(init, action["pid"], user)
     steps += notes + tell_servers(init, "detach", action["card"], servers, run)

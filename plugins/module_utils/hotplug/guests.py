@@ -43,8 +43,19 @@ def running_guests(conn) -> list[dict]:
         meta = read_metadata(root)
         if meta is None or pid is None or pid < 0:
             continue
-        found.append({"name": dom.name(), "pid": pid, "selectors": meta["selectors"]})
+        found.append({"name": dom.name(), "pid": pid, "selectors": meta["selectors"], "udev_dir": udev_dir(root, meta)})
     return found
+
+
+def udev_dir(root, meta: dict) -> str | None:
+    """The host directory sound_passthrough binds as the guest's /run/udev (its own udev data), or None."""
+    if meta["profile"] != "udev_data" or "/run/udev" not in meta["filesystems"]:
+        return None
+    for fs in root.findall("devices/filesystem[@type='mount']"):
+        target, source = fs.find("target"), fs.find("source")
+        if target is not None and source is not None and target.get("dir") == "/run/udev":
+            return source.get("dir")
+    return None
 
 
 def _children(pid: int, proc: str = "/proc") -> list[int]:

@@ -6,7 +6,7 @@ No I/O here. The inputs are plain dicts:
 - a card as sound.discovery reports it (number, id, name, usb, path,
   sys_path, nodes [{name, path, major, minor}]);
 - the running guests: {"name", "pid" (libvirt's controller pid, the
-  domain id), "selectors"} where selectors are those sound_passthrough
+  domain id), "selectors", "udev_dir" (the guest's own udev data, or None)} where selectors are those sound_passthrough
   stored under SOUND_NS (None: every card; a guest without our metadata is
   not listed at all);
 - the ledger: what the agent attached so far, per guest
@@ -105,6 +105,7 @@ def plan_attach(card: dict, guests: list[dict], ledger: dict, shared_nodes: list
                 "nodes": list(card["nodes"]),
                 # the shared nodes go with the guest's first card
                 "shared": [] if held["cards"] else list(shared_nodes),
+                "udev_dir": guest.get("udev_dir"),
             }
         )
     return actions
@@ -129,6 +130,7 @@ def plan_detach(sys_path: str, guests: list[dict], ledger: dict) -> list[dict]:
                 "card": card,
                 "nodes": list(card["nodes"]),
                 "shared": list(entry["shared"]) if last else [],
+                "udev_dir": guest.get("udev_dir"),
             }
         )
     return actions

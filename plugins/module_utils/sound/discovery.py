@@ -14,6 +14,7 @@ import os
 import re
 
 from ansible_collections.kiosk.lxc.plugins.module_utils.common import procfs
+from ansible_collections.kiosk.lxc.plugins.module_utils.sound import udevdata
 
 try:
     import pyudev
@@ -88,12 +89,28 @@ def _card_info(card, nodes: list[dict], proc: dict) -> dict:
     }
 
 
-def discover(context=None, *, proc_root: str = "/proc", dev_dir: str | None = None) -> dict:
+def _with_record(info: dict, device, records: bool) -> dict:
+    if records:
+        info["udev"] = udevdata.record(device)
+    return info
+
+
+def public(card: dict) -> dict:
+    """A card as a module returns it: without the udev records discover(records=True) added."""
+    out = {k: v for k, v in card.items() if k != "udev"}
+    if "nodes" in out:
+        out["nodes"] = [{k: v for k, v in n.items() if k != "udev"} for n in out["nodes"]]
+    return out
+
+
+def discover(context=None, *, proc_root: str = "/proc", dev_dir: str | None = None, records: bool = False) -> dict:
     """All ALSA cards and the shared nodes: {"cards": [...], "shared_nodes": [...]}.
 
     context: a pyudev.Context (a fresh one when None). dev_dir: where the
     host's device nodes are, when not where udev says (tests make fake card
-    nodes under a temporary directory).
+    nodes under a temporary directory). records: each card and node also
+    holds its udev record as "udev" (sound.udevdata), for the guest's own
+    udev data; public() takes it out again for what a module returns.
     """
     context = context if context is not None else pyudev.Context()
     dev_udev = context.device_path
@@ -109,10 +126,11 @@ def discover(context=None, *, proc_root: str = "/proc", dev_dir: str | None = No
         elif device.device_node is None or "MAJOR" not in device.properties:
             continue
         elif name in SHARED_NODES:
-            shared.append(_node_info(device, dev_udev, dev_dir))
+            shared.append(_with_record(_node_info(device, dev_udev, dev_dir), device, records))
         elif CARD_NODE_RE.fullmatch(name) and device.parent is not None:
-            nodes.setdefault(device.parent.sys_path, []).append(_node_info(device, dev_udev, dev_dir))
-    infos = [_card_info(card, nodes.get(path, []), proc) for path, card in cards.items()]
+            node = _with_record(_node_info(device, dev_udev, dev_dir), device, records)
+            nodes.setdefault(device.parent.sys_path, []).append(node)
+    infos = [_with_record(_card_info(card, nodes.get(path, []), proc), card, records) for path, card in cards.items()]
     return {
         "cards": sorted(infos, key=lambda c: c["number"]),
         "shared_nodes": sorted(shared, key=lambda n: n["name"]),

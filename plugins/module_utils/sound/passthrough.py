@@ -20,7 +20,7 @@ from ansible_collections.kiosk.lxc.plugins.module_utils.domain.manage import (
     read_guest,
 )
 from ansible_collections.kiosk.lxc.plugins.module_utils.domain.xmldef import etree
-from ansible_collections.kiosk.lxc.plugins.module_utils.sound import discovery, plan
+from ansible_collections.kiosk.lxc.plugins.module_utils.sound import discovery, plan, udevdata
 from ansible_collections.kiosk.lxc.plugins.module_utils.sound.select import (
     card_selectors,
     choose,
@@ -67,7 +67,7 @@ def read(params: dict, context=None, proc_root: str = "/proc") -> dict:
     """The host's cards and which of them the selectors choose (nothing for state=absent)."""
     if params["state"] == "absent":
         return {"cards": [], "shared_nodes": [], "chosen": [], "unmatched": []}
-    found = discovery.discover(context, proc_root=proc_root, dev_dir=params.get("host_dev_dir"))
+    found = discovery.discover(context, proc_root=proc_root, dev_dir=params.get("host_dev_dir"), records=True)
     chosen = choose(found["cards"], params.get("cards"), params["missing"])
     return dict(found, chosen=chosen["cards"], unmatched=chosen["unmatched"])
 
@@ -81,9 +81,21 @@ def want(params: dict, host: dict, udev_available: bool = True) -> dict:
         missing=params["missing"],
         state=params["state"],
         dev_dir=params.get("host_dev_dir") or "/dev",
-        udev_dir=params.get("host_udev_dir") or "/run/udev",
+        udev_dir=guest_udev_dir(params),
         udev_available=udev_available,
     )
+
+
+def guest_udev_dir(params: dict) -> str:
+    """The host directory bound as the guest's /run/udev: its own cards' udev records only (sound.udevdata)."""
+    return udevdata.guest_dir(params.get("udev_data_dir") or udevdata.DEFAULT_ROOT, params["domain"])
+
+
+def plan_udev(params: dict, host: dict, desired: dict) -> dict | None:
+    """The change to the guest's own udev data: the chosen cards' records, none for state=absent."""
+    binds = any(f["target"] == "/run/udev" for f in desired["filesystems"])
+    records = udevdata.records(host["chosen"], host["shared_nodes"]) if binds else None
+    return udevdata.plan(guest_udev_dir(params), records)
 
 
 def _edit(conn, params: dict, desired: dict, check_mode: bool) -> dict:
@@ -127,11 +139,16 @@ def ensure(conn, params: dict, *, check_mode: bool = False, context=None, proc_r
         )
     try:
         dropin = plan.plan_dropin(rootfs, desired)
+        udev = plan_udev(params, host, desired)
         if not check_mode:
             plan.apply_dropin(dropin)
+            if udev is not None and not udev["drop"]:
+                udevdata.apply(udev)  # before the edit: the guest's restart binds it
     except GuestPathError as exc:
         raise KioskError(f"Guest '{params['domain']}': {exc.msg}", **exc.details) from exc
     done = dry if check_mode else _edit(conn, params, desired, check_mode=False)
+    if udev is not None and udev["drop"] and not check_mode:
+        udevdata.apply(udev)  # after the edit: the guest no longer binds it
     actions = list(done["actions"])
     diffs = [done["diff"]] if done["actions"] else []
     if dropin is not None:
@@ -145,6 +162,8 @@ def ensure(conn, params: dict, *, check_mode: bool = False, context=None, proc_r
                 "after_header": dropin["path"],
             }
         )
+    if udev is not None:
+        actions.insert(0, udevdata.describe(udev))
     return {
         "changed": bool(actions),
         "actions": actions,
@@ -152,7 +171,7 @@ def ensure(conn, params: dict, *, check_mode: bool = False, context=None, proc_r
         "restarted": done["restarted"],
         "restart_pending": done["restart_pending"],
         "state": done["state"],
-        "cards": [dict(c, selectors=card_selectors(c)) for c in host["chosen"]],
+        "cards": [dict(discovery.public(c), selectors=card_selectors(c)) for c in host["chosen"]],
         "unmatched": host["unmatched"],
         "nodes": desired["hostdevs"],
         "diff": diffs,
