@@ -49,6 +49,12 @@ options:
         was plugged in gets it.
     type: float
     default: 5
+  kiosk_user:
+    description:
+      - The guests' user whose sound server the agent tells about a card (looked up in each guest's C(/etc/passwd) and
+        mapped through the guest's uid map). A process of any other uid named like a sound server is not told.
+    type: str
+    default: kiosk
   log_file:
     description:
       - Log to this file instead of syslog; without syslog (no C(/dev/log)) the agent logs to
@@ -113,6 +119,7 @@ def main():
             **virt.ARGUMENT_SPEC,
             state=dict(type="str", default="present", choices=["present", "absent"]),
             rescan=dict(type="float", default=5.0),
+            kiosk_user=dict(type="str", default="kiosk"),
             log_file=dict(type="path"),
             python=dict(type="path", default="/usr/bin/python3"),
         ),

@@ -28,7 +28,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-from ansible_collections.kiosk.lxc.plugins.module_utils.common import shipped
+from ansible_collections.kiosk.lxc.plugins.module_utils.common import shipped, text
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
 
 # The entry point: imported, so that AnsiballZ packs it and what it imports into the module's payload.
@@ -57,6 +57,8 @@ class Host:
 
 def agent_args(params: dict) -> list[str]:
     args = ["--uri", params["uri"], "--rescan", str(params["rescan"])]
+    if params.get("kiosk_user", agent.KIOSK_USER) != agent.KIOSK_USER:
+        args += ["--kiosk-user", params["kiosk_user"]]
     if params.get("log_file"):
         args += ["--log-file", params["log_file"]]
     return args
@@ -206,6 +208,7 @@ def validate(params: dict) -> dict:
         raise KioskError(f"Option state: {params['state']!r} is not one of present, absent")
     if params["rescan"] <= 0:
         raise KioskError(f"Option rescan: {params['rescan']} must be more than 0 seconds")
+    text.fullmatch("Option kiosk_user", params.get("kiosk_user", agent.KIOSK_USER), agent.USER_RE, "is not a user name")
     if params["state"] == "present" and not os.access(params["python"], os.X_OK):
         raise KioskError(f"Option python: {params['python']} is not an executable Python interpreter")
     return params

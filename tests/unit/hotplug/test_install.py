@@ -15,6 +15,7 @@ import subprocess
 import pytest
 from agent_host import agent_host
 from ansible_collections.kiosk.lxc.plugins.module_utils.common import shipped
+from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
 from ansible_collections.kiosk.lxc.plugins.module_utils.hotplug import install
 
 PARAMS = {"uri": "lxc:///system", "state": "present", "rescan": 5.0, "log_file": None, "python": "/usr/bin/python3"}
@@ -101,3 +102,11 @@ def test_an_agent_started_after_its_files_were_written_is_left_alone(host):
     finally:
         agent.kill()
         agent.wait()
+
+
+def test_the_kiosk_user_reaches_the_agents_command_line_and_a_bad_one_is_refused():
+    params = {"uri": "lxc:///system", "rescan": 5.0, "state": "present", "python": "/bin/sh"}
+    assert "--kiosk-user" not in install.agent_args(dict(params, kiosk_user="kiosk"))  # the default: unchanged script
+    assert install.agent_args(dict(params, kiosk_user="player"))[-2:] == ["--kiosk-user", "player"]
+    with pytest.raises(KioskError, match=r"^Option kiosk_user: 'play\\ner' is not a user name$"):
+        install.validate(dict(params, kiosk_user="play\ner"))
