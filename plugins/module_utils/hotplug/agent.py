@@ -36,7 +36,7 @@ from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import Kio
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.files import write_atomic
 from ansible_collections.kiosk.lxc.plugins.module_utils.hotplug import apply, guestrun, plan
 from ansible_collections.kiosk.lxc.plugins.module_utils.hotplug import guests as guestlib
-from ansible_collections.kiosk.lxc.plugins.module_utils.sound import discovery
+from ansible_collections.kiosk.lxc.plugins.module_utils.sound import discovery, udevdata
 from ansible_collections.kiosk.lxc.plugins.module_utils.sound.discovery import pyudev
 
 NAME = "kiosk-lxc-hotplug"
@@ -153,13 +153,20 @@ class Agent:
         for the same property. Seen in the kiosk VM before: attached on the
         card's add, a node was still root 0600 and the kiosk user's PulseAudio
         could not open the card.
+
+        The card's udev record (for the guest's own udev data) is taken from
+        that same reading: one taken earlier may predate SOUND_INITIALIZED.
         """
         if not plan.card_complete(card):
             return False
         try:
-            return pyudev.Devices.from_sys_path(self.context, card["sys_path"]).get("SOUND_INITIALIZED") == "1"
+            device = pyudev.Devices.from_sys_path(self.context, card["sys_path"])
         except pyudev.DeviceNotFoundError:
             return False
+        if device.get("SOUND_INITIALIZED") != "1":
+            return False
+        card["udev"] = udevdata.record(device)
+        return True
 
     # ------------------------------------------------------------ the worker
     def handle(self, action: str, sys_path: str, received: float | None = None) -> list[dict]:

@@ -162,8 +162,8 @@ def ensure(conn, params: dict, *, check_mode: bool = False, context=None, proc_r
                 "after_header": dropin["path"],
             }
         )
-    if udev is not None:
-        actions.insert(0, udevdata.describe(udev))
+    if udev is not None:  # in the order done: written before the edit, dropped after it
+        actions.insert(len(actions) if udev["drop"] else 0, udevdata.describe(udev))
     return {
         "changed": bool(actions),
         "actions": actions,
