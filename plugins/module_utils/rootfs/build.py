@@ -316,7 +316,20 @@ def _acl_users(path: str) -> dict[int, int]:
 
 
 def grant_search(cache_dir: str, uid: int) -> None:
-    """Give uid search permission on cache_dir (and nothing else), keeping the ACL's other users."""
+    """Give uid search permission on cache_dir (and nothing else), keeping the ACL's other users.
+
+    Guests are cloned side by side (the guest module, concurrent runs): the ACL is read, extended and
+    written back under an exclusive lock on the directory itself, so no grant is lost to another.
+    """
+    fd = os.open(cache_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        _grant_search(cache_dir, uid)
+    finally:
+        os.close(fd)
+
+
+def _grant_search(cache_dir: str, uid: int) -> None:
     users = _acl_users(cache_dir)
     if users.get(uid) == 1:
         return

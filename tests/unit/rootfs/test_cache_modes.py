@@ -15,6 +15,7 @@ import secrets
 import shutil
 import subprocess
 import tarfile
+import threading
 
 import pytest
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
@@ -94,3 +95,26 @@ def test_an_idmapped_guests_root_alone_passes_through_to_its_rootfs(scratch):
     assert reach.returncode == 0, "the guest's own root cannot reach its rootfs"
     assert _as_nobody("test", "-x", su).returncode != 0
     assert _as_nobody("ls", guests).returncode != 0
+
+
+def test_guests_cloned_side_by_side_each_keep_their_search_permission(tmp_path):
+    """The guest module clones guests in parallel: each grant reads the ACL, adds its uid, writes it back.
+
+    Seen failing before the grant was serialised: a guest's entry lost to another's write, and its
+    libvirt_lxc then could not create .oldroot in its own rootfs ("Permission denied").
+    """
+    cache = tmp_path / "guests"
+    cache.mkdir(mode=0o700)
+    uids = [100000 + 65536 * i for i in range(24)]
+    start = threading.Barrier(len(uids))
+
+    def grant(uid):
+        start.wait()
+        build.grant_search(str(cache), uid)
+
+    threads = [threading.Thread(target=grant, args=(u,)) for u in uids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert build._acl_users(str(cache)) == dict.fromkeys(uids, 1)
