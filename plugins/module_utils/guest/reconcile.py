@@ -13,9 +13,10 @@ the code that already does it, called from here:
   idmapped for its ids, never replaced behind its back);
 - the files the collection puts into its rootfs (guest.files, through
   common.guestfs: no link the guest planted is followed);
-- its definition: lxc_domain's fields, the cgroup mount and its sound cards
-  (sound.plan's mutate) applied to one copy of the stored definition, one
-  comparison, at most one define (domain.manage);
+- its definition: lxc_domain's fields, its port's anti-spoofing filter
+  (guest.antispoof), the cgroup mount and its sound cards (sound.plan's
+  mutate) applied to one copy of the stored definition, one comparison, at
+  most one define (domain.manage);
 - its run state, then its DHCP lease.
 
 Each guest gets one Plan: its actions (what will run, in order), its diff
@@ -39,8 +40,8 @@ from ansible_collections.kiosk.lxc.plugins.module_utils.domain import info as do
 from ansible_collections.kiosk.lxc.plugins.module_utils.domain import manage, xmldef
 from ansible_collections.kiosk.lxc.plugins.module_utils.domain import spec as domainspec
 from ansible_collections.kiosk.lxc.plugins.module_utils.domain.xmldef import etree
+from ansible_collections.kiosk.lxc.plugins.module_utils.guest import antispoof, profiles
 from ansible_collections.kiosk.lxc.plugins.module_utils.guest import files as guestfiles
-from ansible_collections.kiosk.lxc.plugins.module_utils.guest import profiles
 from ansible_collections.kiosk.lxc.plugins.module_utils.guest import spec as guestspec
 from ansible_collections.kiosk.lxc.plugins.module_utils.host import preflight
 from ansible_collections.kiosk.lxc.plugins.module_utils.rootfs import build
@@ -313,6 +314,7 @@ def _plan_guest(conn, want: guestspec.Want, settings: Settings, *, host: Host, s
 
 
 def _plan_definition(plan, guest, want, settings, *, profile, recorded, own_cgroup, sound_want) -> None:
+    mac = guestspec.guest_mac(f"{settings.kiosk}/{want.name}")
     metadata = {"kiosk": settings.kiosk}
     if recorded:
         metadata["profile"] = recorded
@@ -321,7 +323,7 @@ def _plan_definition(plan, guest, want, settings, *, profile, recorded, own_cgro
         "init": want.init,
         "memory": want.memory,
         "vcpu": want.vcpu,
-        "interfaces": [{"bridge": want.bridge, "mac": guestspec.guest_mac(f"{settings.kiosk}/{want.name}")}],
+        "interfaces": [{"bridge": want.bridge, "mac": mac}],
         "metadata": metadata,
         "capabilities": profile.capabilities,
         "privnet": profile.privnet,
@@ -334,7 +336,10 @@ def _plan_definition(plan, guest, want, settings, *, profile, recorded, own_cgro
     plan.interfaces = [(i["bridge"], i["mac"]) for i in params["interfaces"]]
     domain = domainspec.validate(params)
     domain.rootfs = plan.rootfs
-    mutators = [lambda root: domainspec.apply_spec(root, domain)]
+    mutators = [
+        lambda root: domainspec.apply_spec(root, domain),
+        antispoof.make_mutate(mac, want.ip, antispoof.port_name(f"{settings.kiosk}/{want.name}")),
+    ]
     if own_cgroup:
         mutators.append(_cgroup_mutate(os.path.join(settings.systemd_cgroup_dir, want.name)))
     mutators.append(soundplan.make_mutate(sound_want))

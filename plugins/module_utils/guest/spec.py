@@ -85,6 +85,7 @@ class Want:
     autostart: bool
     packages: list[str]
     bridge: str
+    ip: str | None  # network.ip: the static lease, which the guest's port is bound to (guest.antispoof)
     sound: dict | None  # {cards (normalised selectors or None), profile (None: the profile's), missing}
     warnings: list[str] = field(default_factory=list)
 
@@ -190,6 +191,7 @@ def validate_entry(index: int, entry, defaults: dict) -> Want:
         autostart=autostart,
         packages=sorted(set(packages)),
         bridge=bridge,
+        ip=network.get("ip"),
         sound=sound,
         warnings=warnings,
     )
