@@ -85,7 +85,7 @@ options:
             description:
               - Its static lease (given by the network role).
               - The guest's bridge port is bound to it and to the guest's MAC (libvirt nwfilter
-                C(clean-traffic)): the guest can send IPv4 and ARP only as this address and frames only
+                C(clean-traffic)). The guest can send IPv4 and ARP only as this address and frames only
                 from its own MAC, so it cannot take over another guest's address.
               - Without it the port is bound to the guest's MAC only (C(no-mac-spoofing)).
               - Either way the host needs libvirt's nwfilter driver, its filter definitions
