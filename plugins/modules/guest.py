@@ -91,6 +91,13 @@ options:
               - Either way the host needs libvirt's nwfilter driver, its filter definitions
                 (Debian C(libvirt-daemon-config-nwfilter)) and C(ebtables).
             type: str
+          antispoof:
+            description:
+              - Whether the guest's bridge port has the anti-spoofing filter of O(guests[].network.ip).
+              - Omitted, a new guest gets it, and a guest defined without one (by an older kiosk.lxc) keeps
+                its definition as it is, with a warning, so that an upgrade restarts no guest on its own.
+              - V(true) adds it (the guest restarts once to get it); V(false) keeps the port unfiltered.
+            type: bool
       sound:
         description: Its sound card(s); a guest without O(guests[].sound) has none (only what sound added is removed).
         type: dict

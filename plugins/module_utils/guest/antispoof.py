@@ -83,6 +83,32 @@ def make_mutate(mac: str, ip: str | None, port: str):
     return mutate
 
 
+def _interface(root, mac: str):
+    for iface in root.iterfind("devices/interface"):
+        el = iface.find("mac")
+        if el is not None and (el.get("address") or "").lower() == mac:
+            return iface
+    return None
+
+
+def remove_mutate(mac: str):
+    """A mutator that takes the filterref off the interface with `mac` (network.antispoof: false)."""
+
+    def mutate(root) -> None:
+        iface = _interface(root, mac)
+        if iface is not None:
+            for old in iface.findall("filterref"):
+                iface.remove(old)
+
+    return mutate
+
+
+def has_filter(xml: str, mac: str) -> bool:
+    """Whether the stored definition's interface with `mac` has a filterref."""
+    iface = _interface(etree.fromstring(xml.encode("utf-8")), mac)
+    return iface is not None and iface.find("filterref") is not None
+
+
 def describe(iface) -> dict | None:
     """{filter, parameters} of an interface element's filterref, or None."""
     ref = iface.find("filterref")

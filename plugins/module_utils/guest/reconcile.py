@@ -336,10 +336,8 @@ def _plan_definition(plan, guest, want, settings, *, profile, recorded, own_cgro
     plan.interfaces = [(i["bridge"], i["mac"]) for i in params["interfaces"]]
     domain = domainspec.validate(params)
     domain.rootfs = plan.rootfs
-    mutators = [
-        lambda root: domainspec.apply_spec(root, domain),
-        antispoof.make_mutate(mac, want.ip, antispoof.port_name(f"{settings.kiosk}/{want.name}")),
-    ]
+    mutators = [lambda root: domainspec.apply_spec(root, domain)]
+    mutators += _antispoof(guest, want, mac, antispoof.port_name(f"{settings.kiosk}/{want.name}"))
     if own_cgroup:
         mutators.append(_cgroup_mutate(os.path.join(settings.systemd_cgroup_dir, want.name)))
     mutators.append(soundplan.make_mutate(sound_want))
@@ -352,6 +350,25 @@ def _plan_definition(plan, guest, want, settings, *, profile, recorded, own_cgro
     plan.actions += plan.domain.actions
     if plan.domain.define_xml:
         plan.diff.append(_definition_diff(plan.domain))
+
+
+def _antispoof(guest: manage.Guest, want: guestspec.Want, mac: str, port: str) -> list:
+    """The port filter's mutator: on for a new guest; a guest defined without one (before 0.3) keeps its definition.
+
+    Adding the filter changes the definition, and the guest restarts to get it: an upgrade must not
+    restart every guest of a fleet behind the operator's back, so it warns instead, until
+    network.antispoof says true (add it, one restart) or false (no filter).
+    """
+    if want.antispoof is False:
+        return [antispoof.remove_mutate(mac)]
+    if want.antispoof is None and guest.xml is not None and not antispoof.has_filter(guest.xml, mac):
+        want.warnings.append(
+            f"{want.where} ({want.name}): its bridge port has no anti-spoofing filter (it was defined before"
+            " kiosk.lxc had one), so it can send as another guest; set network.antispoof: true to add it"
+            " (the guest restarts once), or false to keep it without and silence this"
+        )
+        return []
+    return [antispoof.make_mutate(mac, want.ip, port)]
 
 
 def _definition_diff(domain: manage.Plan) -> dict:
@@ -510,10 +527,10 @@ def ensure(conn, guests, settings: Settings, *, run, discover, check_mode: bool 
     """The module's whole run: {changed, guests: [...], report: {...}, diff: [...], warnings, failed: [...]}."""
     warnings = list(settings.defaults.get("warnings", []))
     wants = guestspec.validate(guests, settings.defaults)
-    for want in wants:
-        warnings += want.warnings
     host = host or read_host()
     plans = plan_all(conn, wants, settings, host, discover)
+    for want in wants:
+        warnings += want.warnings
     if not check_mode:
         apply_all(conn, plans, settings, run)
     wait_for_leases(plans, settings, wait=not check_mode)

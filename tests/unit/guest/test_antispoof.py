@@ -51,3 +51,12 @@ def test_the_port_name_is_fixed_per_guest_and_fits_ifnamsiz():
     a, b = antispoof.port_name("kiosk1/player"), antispoof.port_name("kiosk1/player2")
     assert a == antispoof.port_name("kiosk1/player") and a != b
     assert len(a) <= 15 and a.startswith("kg") and a.isalnum()
+
+
+def test_a_stored_definition_without_a_filter_is_told_apart_and_false_takes_it_off():
+    assert not antispoof.has_filter(XML, MAC)
+    filtered = etree.tostring(mutated(XML, "10.0.3.20")).decode()
+    assert antispoof.has_filter(filtered, MAC) and not antispoof.has_filter(filtered, "52:54:00:00:00:01")
+    root = etree.fromstring(filtered)
+    antispoof.remove_mutate(MAC)(root)
+    assert not antispoof.has_filter(etree.tostring(root).decode(), MAC)
