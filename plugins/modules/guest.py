@@ -82,8 +82,22 @@ options:
             description: The bridge it attaches to. Default O(defaults.bridge).
             type: str
           ip:
-            description: Its static lease (given by the network role; checked here).
+            description:
+              - Its static lease (given by the network role).
+              - The guest's bridge port is bound to it and to the guest's MAC (libvirt nwfilter
+                C(clean-traffic)). The guest can send IPv4 and ARP only as this address and frames only
+                from its own MAC, so it cannot take over another guest's address.
+              - Without it the port is bound to the guest's MAC only (C(no-mac-spoofing)).
+              - Either way the host needs libvirt's nwfilter driver, its filter definitions
+                (Debian C(libvirt-daemon-config-nwfilter)) and C(ebtables).
             type: str
+          antispoof:
+            description:
+              - Whether the guest's bridge port has the anti-spoofing filter of O(guests[].network.ip).
+              - Omitted, a new guest gets it, and a guest defined without one (by an older kiosk.lxc) keeps
+                its definition as it is, with a warning, so that an upgrade restarts no guest on its own.
+              - V(true) adds it (the guest restarts once to get it); V(false) keeps the port unfiltered.
+            type: bool
       sound:
         description: Its sound card(s); a guest without O(guests[].sound) has none (only what sound added is removed).
         type: dict

@@ -13,9 +13,10 @@ the code that already does it, called from here:
   idmapped for its ids, never replaced behind its back);
 - the files the collection puts into its rootfs (guest.files, through
   common.guestfs: no link the guest planted is followed);
-- its definition: lxc_domain's fields, the cgroup mount and its sound cards
-  (sound.plan's mutate) applied to one copy of the stored definition, one
-  comparison, at most one define (domain.manage);
+- its definition: lxc_domain's fields, its port's anti-spoofing filter
+  (guest.antispoof), the cgroup mount and its sound cards (sound.plan's
+  mutate) applied to one copy of the stored definition, one comparison, at
+  most one define (domain.manage);
 - its run state, then its DHCP lease.
 
 Each guest gets one Plan: its actions (what will run, in order), its diff
@@ -39,8 +40,8 @@ from ansible_collections.kiosk.lxc.plugins.module_utils.domain import info as do
 from ansible_collections.kiosk.lxc.plugins.module_utils.domain import manage, xmldef
 from ansible_collections.kiosk.lxc.plugins.module_utils.domain import spec as domainspec
 from ansible_collections.kiosk.lxc.plugins.module_utils.domain.xmldef import etree
+from ansible_collections.kiosk.lxc.plugins.module_utils.guest import antispoof, profiles
 from ansible_collections.kiosk.lxc.plugins.module_utils.guest import files as guestfiles
-from ansible_collections.kiosk.lxc.plugins.module_utils.guest import profiles
 from ansible_collections.kiosk.lxc.plugins.module_utils.guest import spec as guestspec
 from ansible_collections.kiosk.lxc.plugins.module_utils.host import preflight
 from ansible_collections.kiosk.lxc.plugins.module_utils.rootfs import build
@@ -327,6 +328,7 @@ def _plan_guest(conn, want: guestspec.Want, settings: Settings, *, host: Host, s
 
 
 def _plan_definition(plan, guest, want, settings, *, profile, recorded, own_cgroup, sound_want) -> None:
+    mac = guestspec.guest_mac(f"{settings.kiosk}/{want.name}")
     metadata = {"kiosk": settings.kiosk}
     if recorded:
         metadata["profile"] = recorded
@@ -335,7 +337,7 @@ def _plan_definition(plan, guest, want, settings, *, profile, recorded, own_cgro
         "init": want.init,
         "memory": want.memory,
         "vcpu": want.vcpu,
-        "interfaces": [{"bridge": want.bridge, "mac": guestspec.guest_mac(f"{settings.kiosk}/{want.name}")}],
+        "interfaces": [{"bridge": want.bridge, "mac": mac}],
         "metadata": metadata,
         "capabilities": profile.capabilities,
         "privnet": profile.privnet,
@@ -349,6 +351,7 @@ def _plan_definition(plan, guest, want, settings, *, profile, recorded, own_cgro
     domain = domainspec.validate(params)
     domain.rootfs = plan.rootfs
     mutators = [lambda root: domainspec.apply_spec(root, domain)]
+    mutators += _antispoof(guest, want, mac, antispoof.port_name(f"{settings.kiosk}/{want.name}"))
     if own_cgroup:
         mutators.append(_cgroup_mutate(os.path.join(settings.systemd_cgroup_dir, want.name)))
     mutators.append(soundplan.make_mutate(sound_want))
@@ -361,6 +364,25 @@ def _plan_definition(plan, guest, want, settings, *, profile, recorded, own_cgro
     plan.actions += plan.domain.actions
     if plan.domain.define_xml:
         plan.diff.append(_definition_diff(plan.domain))
+
+
+def _antispoof(guest: manage.Guest, want: guestspec.Want, mac: str, port: str) -> list:
+    """The port filter's mutator: on for a new guest; a guest defined without one (before 0.3) keeps its definition.
+
+    Adding the filter changes the definition, and the guest restarts to get it: an upgrade must not
+    restart every guest of a fleet behind the operator's back, so it warns instead, until
+    network.antispoof says true (add it, one restart) or false (no filter).
+    """
+    if want.antispoof is False:
+        return [antispoof.remove_mutate(mac)]
+    if want.antispoof is None and guest.xml is not None and not antispoof.has_filter(guest.xml, mac):
+        want.warnings.append(
+            f"{want.where} ({want.name}): its bridge port has no anti-spoofing filter (it was defined before"
+            " kiosk.lxc had one), so it can send as another guest; set network.antispoof: true to add it"
+            " (the guest restarts once), or false to keep it without and silence this"
+        )
+        return []
+    return [antispoof.make_mutate(mac, want.ip, port)]
 
 
 def _definition_diff(domain: manage.Plan) -> dict:
@@ -526,10 +548,10 @@ def ensure(conn, guests, settings: Settings, *, run, discover, check_mode: bool 
     """The module's whole run: {changed, guests: [...], report: {...}, diff: [...], warnings, failed: [...]}."""
     warnings = list(settings.defaults.get("warnings", []))
     wants = guestspec.validate(guests, settings.defaults)
-    for want in wants:
-        warnings += want.warnings
     host = host or read_host()
     plans = plan_all(conn, wants, settings, host, discover)
+    for want in wants:
+        warnings += want.warnings
     if not check_mode:
         apply_all(conn, plans, settings, run)
     wait_for_leases(plans, settings, wait=not check_mode)

@@ -43,7 +43,7 @@ GUEST_OPTIONS = {
     "packages": {"type": "list", "elements": "str", "default": []},
     "network": {
         "type": "dict",
-        "options": {"bridge": {"type": "str"}, "ip": {"type": "str"}},
+        "options": {"bridge": {"type": "str"}, "ip": {"type": "str"}, "antispoof": {"type": "bool"}},
     },
     "sound": {
         "type": "dict",
@@ -85,7 +85,9 @@ class Want:
     autostart: bool
     packages: list[str]
     bridge: str
+    ip: str | None  # network.ip: the static lease, which the guest's port is bound to (guest.antispoof)
     sound: dict | None  # {cards (normalised selectors or None), profile (None: the profile's), missing}
+    antispoof: bool | None = None  # network.antispoof: None keeps an already defined guest as it is
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -176,6 +178,8 @@ def validate_entry(index: int, entry, defaults: dict) -> Want:
     _text(f"{where}.network.bridge", bridge, BRIDGE_RE, "a bridge name (at most 15 characters)")
     if network.get("ip") is not None:
         _text(f"{where}.network.ip", network["ip"], IPV4_RE, "an IPv4 address")
+    if network.get("antispoof") not in (None, True, False):
+        raise KioskError(f"{where}.network.antispoof: must be true, false or omitted")
     sound = entry.get("sound")
     if sound is not None:
         sound = _validate_sound(f"{where}.sound", sound)
@@ -190,6 +194,8 @@ def validate_entry(index: int, entry, defaults: dict) -> Want:
         autostart=autostart,
         packages=sorted(set(packages)),
         bridge=bridge,
+        ip=network.get("ip"),
+        antispoof=network.get("antispoof"),
         sound=sound,
         warnings=warnings,
     )
