@@ -8,6 +8,7 @@ is the real code.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -211,3 +212,99 @@ def test_rootfs_files_key_and_masked_units(tmp_path):
     assert (root / "etc/shadow").read_text().startswith("root:!*:19000:")
     assert str((root / "etc/systemd/system/apt-daily.timer").readlink()) == "/dev/null"
     assert not (root / "var/cache/apt/archives/x.deb").exists()
+
+
+# ----------------------------------------------------------------- arm64
+def test_arm64_image_has_the_arm64_kernel_and_the_same_packages_otherwise():
+    amd64, arm64 = ImageSpec(), ImageSpec(arch="arm64")
+    assert "linux-image-arm64" in arm64.packages and "linux-image-amd64" not in arm64.packages
+    assert set(arm64.packages) - {"linux-image-arm64"} == set(amd64.packages) - {"linux-image-amd64"}
+    assert arm64.key().startswith("bookworm-arm64-")
+
+
+def test_arm64_second_card_is_a_second_loopback_as_its_kernel_has_no_snd_dummy(tmp_path):
+    spec = ImageSpec(arch="arm64")
+    root = tmp_path / "rootfs"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/shadow").write_text("root:*:19000:0:99999:7:::\n")
+    imagemod.write_rootfs_files(root, spec, "ssh-ed25519 AAAA test\n")
+    assert (root / "etc/modules-load.d/kiosk-vm.conf").read_text() == "snd-aloop\n"
+    options = (root / "etc/modprobe.d/kiosk-vm.conf").read_text().split()
+    assert options[:2] == ["options", "snd-aloop"]
+    assert "id=Loopback,Spare" in options and "enable=1,1" in options
+    assert spec.sound.cards == ("Loopback", "Spare")
+    assert spec.inputs()["kernel_modules"] == ["snd-aloop"]
+
+
+def test_amd64_image_writes_no_module_options():
+    assert "/etc/modprobe.d/kiosk-vm.conf" not in ImageSpec().files
+    assert ImageSpec().sound.cards == ("Loopback", "Dummy")
+
+
+def _kernel_tree(root: Path, *modules: str) -> Path:
+    for m in modules:
+        ko = root / "lib/modules/6.1.0-50-arm64/kernel/sound/drivers" / m
+        ko.parent.mkdir(parents=True, exist_ok=True)
+        ko.write_bytes(b"")
+    return root
+
+
+def test_a_module_missing_from_the_images_kernel_fails_the_build(tmp_path):
+    """As debootstrap of Debian's arm64 kernel gives it: snd-aloop.ko, no snd-dummy.ko."""
+    root = _kernel_tree(tmp_path, "snd-aloop.ko")
+    imagemod.check_kernel_modules(root, ("snd-aloop",))
+    with pytest.raises(RuntimeError, match="no module snd-dummy"):
+        imagemod.check_kernel_modules(root, ("snd-aloop", "snd-dummy"))
+
+
+def test_compressed_modules_count(tmp_path):
+    imagemod.check_kernel_modules(_kernel_tree(tmp_path, "snd-aloop.ko.xz"), ("snd-aloop",))
+
+
+def test_image_arch_comes_from_its_manifest(tmp_path, monkeypatch):
+    monkeypatch.setattr(imagemod, "_build_into", _fake_build_with_inputs)
+    monkeypatch.setattr(imagemod.binfmt, "foreign", _no_binfmt)
+    assert ensure_image(ImageSpec(arch="arm64"), tmp_path).arch == "arm64"
+    assert ensure_image(ImageSpec(), tmp_path).arch == "amd64"
+    assert imagemod.Image(tmp_path / "none").arch == "amd64"
+
+
+@pytest.mark.parametrize("private", [True, False], ids=["own-binfmt-namespace", "machine-binfmt"])
+def test_a_foreign_debootstrap_runs_where_arm64_programs_run_and_leaves_the_machine_as_it_was(
+    tmp_path, monkeypatch, private
+):
+    """debootstrap itself is replaced (it takes 12 min); which way it is run, and the undo on failure, are real."""
+    seen = []
+
+    @contextlib.contextmanager
+    def foreign(arch):
+        seen.append(f"enable {arch}")
+        try:
+            yield {}
+        finally:
+            seen.append(f"undo {arch}")
+
+    def run(cmd, **kw):
+        seen.append("debootstrap " + ("in its own namespaces" if cmd[0] != "unshare" else "in a mount namespace"))
+        assert "--arch=arm64" in cmd
+        raise RuntimeError("debootstrap failed with exit 1")
+
+    monkeypatch.setattr(imagemod.binfmt, "foreign", foreign)
+    monkeypatch.setattr(imagemod.binfmt, "private_supported", lambda arch: private)
+    monkeypatch.setattr(imagemod, "_run", run)
+    with pytest.raises(RuntimeError, match="debootstrap"):
+        ensure_image(ImageSpec(arch="arm64"), tmp_path)
+    if private:
+        assert seen == ["debootstrap in its own namespaces"]
+    else:
+        assert seen == ["enable arm64", "debootstrap in a mount namespace", "undo arm64"]
+    assert not list(tmp_path.glob("*.partial-*"))
+
+
+def _fake_build_with_inputs(tmp: Path, spec: ImageSpec) -> dict:
+    return {**_fake_build(tmp, spec), "inputs": spec.inputs()}
+
+
+@contextlib.contextmanager
+def _no_binfmt(arch):
+    yield {}

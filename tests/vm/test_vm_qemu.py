@@ -8,6 +8,7 @@ must still be cleaned up. Nothing here needs root or the network.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -69,14 +70,32 @@ def test_qemu_daemonizes_with_a_pidfile(tmp_path):
     assert _opt(cmd, "-pidfile") == [str(tmp_path / "vm/qemu.pid")]
 
 
+def test_arm64_command_is_the_virt_board_with_its_own_console(tmp_path):
+    cmd = _cmd(tmp_path, arch="arm64")
+    assert cmd[0] == "qemu-system-aarch64"
+    assert _opt(cmd, "-machine") == ["virt"] and _opt(cmd, "-cpu") == ["cortex-a57"]
+    assert _opt(cmd, "-accel") == ["tcg"]
+    assert "console=ttyAMA0" in _opt(cmd, "-append")[0].split()
+    assert _opt(cmd, "-netdev") == ["user,id=net0,hostfwd=tcp:127.0.0.1:40022-:22"]
+    assert _cmd(tmp_path)[0] == "qemu-system-x86_64"
+    assert "console=ttyS0" in _opt(_cmd(tmp_path), "-append")[0].split()
+
+
+def test_unknown_arch_is_refused_before_qemu_runs(tmp_path):
+    with pytest.raises(ValueError, match="no qemu machine known for 'mips'"):
+        _cmd(tmp_path, arch="mips")
+
+
 def test_macs_differ_per_vm():
     assert len({mac_for(i) for i in range(300)}) == 300
 
 
 # ----------------------------------------------------------------- real processes
-def _fake_image(tmp_path: Path, kernel: bytes = b"not a kernel") -> Image:
+def _fake_image(tmp_path: Path, kernel: bytes = b"not a kernel", arch: str | None = None) -> Image:
     img = Image(tmp_path / "img")
     img.path.mkdir()
+    if arch:
+        (img.path / "manifest.json").write_text(json.dumps({"inputs": {"arch": arch}}))
     subprocess.run(["truncate", "-s", "16M", str(img.disk)], check=True)
     img.kernel.write_bytes(kernel)
     img.initrd.write_bytes(b"")
@@ -118,6 +137,23 @@ def test_vm_that_never_answers_ssh_is_stopped_and_its_state_removed(tmp_path, mo
     assert _qemus_on(tmp_path / "state") == []
     assert not (tmp_path / "state").exists()
     assert (tmp_path / "img/disk.raw").stat().st_size == 16 << 20
+
+
+@pytest.mark.skipif(not shutil.which("qemu-system-aarch64"), reason="NO QEMU: apt-get install qemu-system-arm")
+def test_arm64_vm_that_never_answers_ssh_is_stopped_and_its_state_removed(tmp_path, monkeypatch):
+    """A real qemu-system-aarch64 (virt board, no kernel: it idles), as an arm64 image's manifest asks."""
+    _no_kernel(monkeypatch)
+    fleet = Fleet(tmp_path / "state", _fake_image(tmp_path, arch="arm64"), count=1, ssh_timeout=2)
+    started = []
+    real_start = fleet._start
+    monkeypatch.setattr(
+        fleet, "_start", lambda vm: (real_start(vm), started.append(Path(f"/proc/{vm.pid()}/exe").resolve().name))
+    )
+    with pytest.raises(BootError, match=r"no SSH on 127\.0\.0\.1"):
+        fleet.up()
+    assert started == ["qemu-system-aarch64"]
+    assert _qemus_on(tmp_path / "state") == []
+    assert not (tmp_path / "state").exists()
 
 
 @needs_qemu
@@ -193,3 +229,10 @@ def test_vm_names_are_checked_before_anything_starts(tmp_path):
 def test_load_without_recorded_vms_says_so(tmp_path):
     with pytest.raises(BootError, match="no VMs recorded"):
         Fleet.load(tmp_path)
+
+
+def test_kernel_args_are_appended_one_word_each(tmp_path):
+    cmd = _cmd(tmp_path, arch="arm64", kernel_args=("cgroup_disable=memory",))
+    assert _opt(cmd, "-append")[0].split()[-1] == "cgroup_disable=memory"
+    with pytest.raises(ValueError, match="kernel_args"):
+        _cmd(tmp_path, kernel_args=("quiet init=/bin/sh",))

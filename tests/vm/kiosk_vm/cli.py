@@ -5,6 +5,8 @@
     tests/vm/kiosk-vm ssh --state-dir D [--vm NAME] -- CMD
     tests/vm/kiosk-vm status --state-dir D
     tests/vm/kiosk-vm destroy --state-dir D     stop them (from any process) and remove D
+    tests/vm/kiosk-vm binfmt --state-dir D --arch arm64   run arm64 programs here until destroy
+    (--arch arm64 or KIOSK_VM_ARCH=arm64 for an arm64 image and VMs under qemu-system-aarch64)
     tests/vm/kiosk-vm run -n 1 -- CMD ...       boot, run CMD with KIOSK_VM_INVENTORY set, destroy
     tests/vm/kiosk-vm smoke                     boot one VM and check systemd, cgroup2, ALSA cards
 
@@ -22,18 +24,20 @@ import tempfile
 import time
 from pathlib import Path
 
-from .image import DEFAULT_CACHE_DIR, PACKAGES, ImageSpec, ensure_image, find_mirrors, host_packages
+from . import binfmt
+from .image import DEFAULT_CACHE_DIR, ImageSpec, ensure_image, find_mirrors, host_packages, packages_for, sound_setup
 from .inventory import Host, instance_config_yaml
-from .vm import BootError, Fleet, destroy, ssh_command
+from .vm import MACHINES, BootError, Fleet, destroy, enable_foreign, ssh_command
 
 
 def _spec(args) -> ImageSpec:
     mirror, security = find_mirrors(args.release)
     return ImageSpec(
         release=args.release,
+        arch=args.arch,
         mirror=(args.mirror or mirror).rstrip("/"),
         security_mirror=security if not args.mirror else None,
-        packages=tuple(PACKAGES) + tuple(args.package),
+        packages=packages_for(args.arch) + tuple(args.package),
         apt_packages=host_packages() if args.host_packages else (),
         disk_size=args.disk_size,
     )
@@ -47,6 +51,7 @@ def _fleet(args, image) -> Fleet:
     return Fleet(
         args.state_dir, image, count=args.count, prefix=args.prefix, memory_mb=args.memory,
         cpus=args.cpus, ssh_timeout=args.timeout, group=args.group, names=args.name,
+        kernel_args=tuple(args.kernel_arg),
     )  # fmt: skip
 
 
@@ -97,6 +102,11 @@ def cmd_ssh(args) -> int:
     return subprocess.call(cmd)
 
 
+def cmd_binfmt(args) -> int:
+    print(json.dumps(enable_foreign(args.state_dir, args.arch)))
+    return 0
+
+
 def cmd_destroy(args) -> int:
     stopped = destroy(args.state_dir)
     print(json.dumps({"stopped": stopped}))
@@ -135,11 +145,13 @@ def cmd_smoke(args) -> int:
             result["system_state_after_wait"] = fleet.boot_state[fleet.vms[0].name]
             for name, command in SMOKE_CHECKS.items():
                 result[name] = fleet.ssh(0, command).stdout.strip()
+    cards = {
+        line.split("[", 1)[1].split("]", 1)[0].strip() for line in result["asound_cards"].splitlines() if "[" in line
+    }
     ok = (
         result["system_state"] in ("running", "degraded")
         and result["cgroup_fs"] == "cgroup2fs"
-        and "Loopback" in result["asound_cards"]
-        and "Dummy" in result["asound_cards"]
+        and set(sound_setup(image.arch).cards) <= cards
     )
     result["ok"] = ok
     print(json.dumps(result, indent=2))
@@ -153,6 +165,8 @@ def parser() -> argparse.ArgumentParser:
     def image_opts(sp):
         sp.add_argument("--cache-dir", default=os.environ.get("KIOSK_VM_CACHE", DEFAULT_CACHE_DIR))
         sp.add_argument("--release", default="bookworm")
+        sp.add_argument("--arch", default=os.environ.get("KIOSK_VM_ARCH", binfmt.host_arch()), choices=sorted(MACHINES),
+                        help="Debian architecture of the image and VMs (or KIOSK_VM_ARCH)")  # fmt: skip
         sp.add_argument("--mirror", default=os.environ.get("KIOSK_VM_MIRROR"),
                         help="Debian mirror (default: the one this machine's apt uses)")  # fmt: skip
         sp.add_argument("--disk-size", default="3G")
@@ -172,6 +186,8 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--cpus", type=int, default=2)
         sp.add_argument("--timeout", type=float, default=900, help="seconds to wait for SSH")
         sp.add_argument("--group", default="kiosk_vms", help="inventory group of the VMs")
+        sp.add_argument("--kernel-arg", action="append", default=[],
+                        help="one more word on the VMs' kernel command line (repeat)")  # fmt: skip
 
     sp = sub.add_parser("build", help="build or find the cached image")
     image_opts(sp)
@@ -186,6 +202,11 @@ def parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("destroy", help="stop the VMs of a state dir and remove it")
     sp.add_argument("--state-dir", required=True)
     sp.set_defaults(func=cmd_destroy)
+
+    sp = sub.add_parser("binfmt", help="let this machine run ARCH programs until destroy of the state dir")
+    sp.add_argument("--state-dir", required=True)
+    sp.add_argument("--arch", required=True, choices=sorted(binfmt.QEMU_USER))
+    sp.set_defaults(func=cmd_binfmt)
 
     sp = sub.add_parser("status", help="the VMs of a state dir")
     sp.add_argument("--state-dir", required=True)

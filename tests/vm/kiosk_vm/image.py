@@ -34,6 +34,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from . import binfmt
+
 # Bump when the build procedure changes in a way the inputs below do not show.
 IMAGE_VERSION = 1
 
@@ -44,7 +46,7 @@ DEFAULT_MIRROR = "http://deb.debian.org/debian"
 # is the harness's measuring instrument (arecord on the Loopback's far side),
 # not something the collection installs.
 PACKAGES = (
-    "linux-image-amd64",
+    "linux-image-amd64",  # packages_for(arch) puts the arch's own kernel here
     "initramfs-tools",
     "systemd",
     "systemd-sysv",
@@ -81,6 +83,33 @@ def host_packages(bindep: Path = REPO / "bindep.txt") -> tuple[str, ...]:
 # played on hw:Loopback,0 can be recorded from hw:Loopback,1) and snd-dummy.
 KERNEL_MODULES = ("snd-aloop", "snd-dummy")
 
+
+@dataclass(frozen=True)
+class SoundSetup:
+    """How an image gets its two ALSA cards: modules loaded at boot, their options, the card ids."""
+
+    modules: tuple[str, ...]
+    cards: tuple[str, str]  # the card a guest is given in the scenarios, and the one it must not open
+    modprobe_options: str = ""  # /etc/modprobe.d/kiosk-vm.conf, if any
+
+
+def sound_setup(arch: str) -> SoundSetup:
+    """Debian's arm64 kernel has snd-aloop but no snd-dummy (CONFIG_SND_DUMMY is not set in
+    config-6.1.0-*-arm64): there the second card is a second snd-aloop instance, id Spare."""
+    if arch == "arm64":
+        return SoundSetup(
+            modules=("snd-aloop",),
+            cards=("Loopback", "Spare"),
+            modprobe_options="options snd-aloop enable=1,1 index=0,1 id=Loopback,Spare\n",
+        )
+    return SoundSetup(modules=KERNEL_MODULES, cards=("Loopback", "Dummy"))
+
+
+def packages_for(arch: str) -> tuple[str, ...]:
+    """PACKAGES with the kernel of `arch` (linux-image-arm64, ...)."""
+    return tuple(f"linux-image-{arch}" if p.startswith("linux-image-") else p for p in PACKAGES)
+
+
 # Units that only cost boot time under TCG in a throwaway VM.
 MASKED_UNITS = (
     "apt-daily.timer",
@@ -93,8 +122,9 @@ MASKED_UNITS = (
 HOSTNAME = "kiosk-vm"
 
 
-def image_files(release: str, mirror: str, security_mirror: str | None) -> dict[str, str]:
+def image_files(release: str, mirror: str, security_mirror: str | None, arch: str = "amd64") -> dict[str, str]:
     """Files the harness writes into the root filesystem, path -> content."""
+    sound = sound_setup(arch)
     sources = [f"deb {mirror} {release} main", f"deb {mirror} {release}-updates main"]
     if security_mirror:
         sources.append(f"deb {security_mirror} {release}-security main")
@@ -105,7 +135,8 @@ def image_files(release: str, mirror: str, security_mirror: str | None) -> dict[
         "/etc/apt/sources.list": "\n".join(sources) + "\n",
         # Kernel cmdline has net.ifnames=0: the one NIC is eth0 (qemu user-mode NAT).
         "/etc/network/interfaces": ("auto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet dhcp\n"),
-        "/etc/modules-load.d/kiosk-vm.conf": "".join(f"{m}\n" for m in KERNEL_MODULES),
+        "/etc/modules-load.d/kiosk-vm.conf": "".join(f"{m}\n" for m in sound.modules),
+        **({"/etc/modprobe.d/kiosk-vm.conf": sound.modprobe_options} if sound.modprobe_options else {}),
         "/etc/ssh/sshd_config.d/kiosk-vm.conf": "PermitRootLogin prohibit-password\nUseDNS no\n",
         # qemu boots the kernel and initramfs copied into the cache (-kernel/-initrd):
         # regenerating the VM's own initramfs (libvirt's packages trigger it) is
@@ -124,7 +155,7 @@ class ImageSpec:
     arch: str = "amd64"
     mirror: str = DEFAULT_MIRROR
     security_mirror: str | None = None
-    packages: tuple[str, ...] = PACKAGES
+    packages: tuple[str, ...] = ()  # () = packages_for(arch)
     # Installed by the image's own apt once debootstrap is done (host_packages(): the host role's list);
     # debootstrap --include cannot configure them (polkitd's postinst fails there).
     apt_packages: tuple[str, ...] = ()
@@ -133,14 +164,20 @@ class ImageSpec:
     files: dict[str, str] = field(default_factory=dict, compare=False)
 
     def __post_init__(self):
+        if not self.packages:
+            object.__setattr__(self, "packages", packages_for(self.arch))
         if not self.files:
-            object.__setattr__(self, "files", image_files(self.release, self.mirror, self.security_mirror))
+            object.__setattr__(self, "files", image_files(self.release, self.mirror, self.security_mirror, self.arch))
+
+    @property
+    def sound(self) -> SoundSetup:
+        return sound_setup(self.arch)
 
     def inputs(self) -> dict:
         d = asdict(self)
         d["packages"] = sorted(set(self.packages))
         d["apt_packages"] = sorted(set(self.apt_packages))
-        d["kernel_modules"] = list(KERNEL_MODULES)
+        d["kernel_modules"] = list(self.sound.modules)
         d["masked_units"] = sorted(MASKED_UNITS)
         return d
 
@@ -237,6 +274,14 @@ class Image:
     def manifest(self) -> dict:
         return json.loads((self.path / "manifest.json").read_text())
 
+    @property
+    def arch(self) -> str:
+        """The Debian architecture it was built for (amd64 for an image without a manifest)."""
+        try:
+            return self.manifest["inputs"]["arch"]
+        except (OSError, KeyError, ValueError):
+            return "amd64"
+
     def complete(self) -> bool:
         return all(
             p.is_file() for p in (self.disk, self.kernel, self.initrd, self.ssh_key, self.path / "manifest.json")
@@ -300,7 +345,7 @@ def write_rootfs_files(rootfs: Path, spec: ImageSpec, pubkey: str) -> None:
         os.unlink(deb)
 
 
-def apt_install(rootfs: Path, packages) -> None:
+def apt_install(rootfs: Path, packages, arch: str = "amd64") -> None:
     """Install packages in the finished tree with its own apt, as the host role would on a kiosk.
 
     In a private mount namespace (its /proc goes with it), with a policy-rc.d that starts no
@@ -317,27 +362,47 @@ def apt_install(rootfs: Path, packages) -> None:
         + f" && chroot {root} apt-get clean"
     )
     try:
-        _run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script])
+        if arch != binfmt.host_arch() and binfmt.private_supported(arch):
+            _run(binfmt.private_command(arch, ["sh", "-c", script]))
+        else:
+            with binfmt.foreign(arch):
+                _run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script])
     finally:
         policy.unlink()
+
+
+def check_kernel_modules(rootfs: Path, modules: tuple[str, ...]) -> None:
+    """Every module the image loads at boot is in its kernel (a missing one would only show as a missing card)."""
+    found = {
+        Path(p).name.split(".ko")[0].replace("_", "-")
+        for p in glob.glob(str(rootfs / "lib/modules/*/kernel/**/*.ko*"), recursive=True)
+    }
+    missing = [m for m in modules if m.replace("_", "-") not in found]
+    if missing:
+        raise RuntimeError(f"the image's kernel has no module {', '.join(missing)} (in {rootfs}/lib/modules)")
 
 
 def _build_into(tmp: Path, spec: ImageSpec) -> dict:
     timings: dict[str, float] = {}
     rootfs = tmp / "rootfs"
     t = time.monotonic()
-    _log(f"debootstrap {spec.release}/{spec.arch} from {spec.mirror} (about 2 min)")
-    # A private mount namespace: whatever debootstrap mounts (proc, sys) in the
-    # target disappears with it, even if it is killed half way.
-    _run(
-        [
-            "unshare", "--mount", "--propagation", "private",
-            "debootstrap", "--variant=minbase", f"--arch={spec.arch}",
-            "--include=" + ",".join(sorted(set(spec.packages))),
-            spec.release, str(rootfs), spec.mirror,
-        ]
-    )  # fmt: skip
+    _log(f"debootstrap {spec.release}/{spec.arch} from {spec.mirror} (about 2 min; 12 min or more for a foreign arch)")
+    debootstrap = [
+        "debootstrap", "--variant=minbase", f"--arch={spec.arch}",
+        "--include=" + ",".join(sorted(set(spec.packages))),
+        spec.release, str(rootfs), spec.mirror,
+    ]  # fmt: skip
+    if spec.arch != binfmt.host_arch() and binfmt.private_supported(spec.arch):
+        # Its own user, mount and pid namespaces with a binfmt_misc of their own: nothing of the
+        # machine's binfmt_misc changes, and what debootstrap mounts dies with it.
+        _run(binfmt.private_command(spec.arch, debootstrap))
+    else:
+        # A private mount namespace: whatever debootstrap mounts (proc, sys) in the
+        # target disappears with it, even if it is killed half way.
+        with binfmt.foreign(spec.arch):
+            _run(["unshare", "--mount", "--propagation", "private", *debootstrap])
     timings["debootstrap_s"] = round(time.monotonic() - t, 1)
+    check_kernel_modules(rootfs, spec.sound.modules)
 
     _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "kiosk-vm-harness",
           "-f", str(tmp / "id_ed25519")])  # fmt: skip
@@ -345,7 +410,7 @@ def _build_into(tmp: Path, spec: ImageSpec) -> dict:
     if spec.apt_packages:
         t = time.monotonic()
         _log(f"apt-get install {len(spec.apt_packages)} packages in the image (the host role's)")
-        apt_install(rootfs, spec.apt_packages)
+        apt_install(rootfs, spec.apt_packages, spec.arch)
         timings["apt_install_s"] = round(time.monotonic() - t, 1)
 
     kernels = sorted(glob.glob(str(rootfs / "boot/vmlinuz-*")))

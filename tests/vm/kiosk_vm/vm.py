@@ -32,12 +32,41 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import binfmt
 from .image import Image, _log, file_in, remove_tree
 from .inventory import SSH_COMMON_ARGS, Host, write_inventory
 
-QEMU = "qemu-system-x86_64"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
-KERNEL_CMDLINE = "root=LABEL=kiosk-root rw console=ttyS0 net.ifnames=0"
+_KERNEL_ARG = re.compile(r"[A-Za-z0-9_.,:/=-]{1,200}")
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What qemu emulates for an image of one Debian architecture."""
+
+    qemu: str
+    machine: tuple[str, ...]
+    console: str
+
+    @property
+    def kernel_cmdline(self) -> str:
+        return f"root=LABEL=kiosk-root rw console={self.console} net.ifnames=0"
+
+
+MACHINES = {
+    "amd64": Machine("qemu-system-x86_64", ("-machine", "pc"), "ttyS0"),
+    # The virt board with a Cortex-A57 (ARMv8.0): a Raspberry Pi 4's Cortex-A72 is the same
+    # architecture level, and TCG emulates it faster than -cpu max (no pointer authentication).
+    "arm64": Machine("qemu-system-aarch64", ("-machine", "virt", "-cpu", "cortex-a57"), "ttyAMA0"),
+}
+QEMU = MACHINES["amd64"].qemu
+KERNEL_CMDLINE = MACHINES["amd64"].kernel_cmdline
+
+
+def machine_for(arch: str) -> Machine:
+    if arch not in MACHINES:
+        raise ValueError(f"arch: no qemu machine known for '{arch}' (one of {', '.join(sorted(MACHINES))})")
+    return MACHINES[arch]
 
 
 # ------------------------------------------------------------------ pure parts
@@ -59,16 +88,22 @@ def qemu_command(
     memory_mb: int = 1536,
     cpus: int = 2,
     accel: str = "tcg",
+    arch: str = "amd64",
+    kernel_args: tuple[str, ...] = (),
 ) -> list[str]:
     """The qemu command line for one VM (it daemonizes once the VM is set up)."""
+    machine = machine_for(arch)
+    bad = [a for a in kernel_args if not _KERNEL_ARG.fullmatch(a)]
+    if bad:
+        raise ValueError(f"kernel_args: {bad} must each be one word of letters, digits and ._-=,:/ (no spaces)")
     return [
-        QEMU,
+        machine.qemu,
         "-name", f"{name},process={name}",
         "-nodefaults", "-no-user-config",
-        "-machine", "pc", "-accel", accel,
+        *machine.machine, "-accel", accel,
         "-m", str(memory_mb), "-smp", str(cpus),
         "-kernel", str(image.kernel), "-initrd", str(image.initrd),
-        "-append", KERNEL_CMDLINE,
+        "-append", " ".join((machine.kernel_cmdline, *kernel_args)),
         "-drive", f"file={overlay},if=virtio,format=qcow2,cache=unsafe,discard=unmap",
         "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:22",
         "-device", f"virtio-net-pci,netdev=net0,mac={mac}",
@@ -200,6 +235,7 @@ class Fleet:
         group: str = "kiosk_vms",
         accel: str = "tcg",
         names: list[str] | None = None,
+        kernel_args: tuple[str, ...] = (),
     ):
         names = list(names) if names else [f"{prefix}-{i}" for i in range(count)]
         if not names:
@@ -210,6 +246,7 @@ class Fleet:
         self.state_dir = Path(state_dir).resolve()
         self.image = image
         self.memory_mb, self.cpus, self.accel = memory_mb, cpus, accel
+        self.kernel_args = tuple(kernel_args)
         self.ssh_timeout = ssh_timeout
         self.group = group
         self.vms = [VM(name=n, index=i, dir=self.state_dir / n) for i, n in enumerate(names)]
@@ -278,7 +315,8 @@ class Fleet:
             cmd = qemu_command(
                 name=vm.name, image=self.image, overlay=vm.overlay, port=vm.port,
                 pidfile=vm.pidfile, serial_log=vm.serial_log, mac=mac_for(vm.index),
-                memory_mb=self.memory_mb, cpus=self.cpus, accel=self.accel,
+                memory_mb=self.memory_mb, cpus=self.cpus, accel=self.accel, arch=self.image.arch,
+                kernel_args=self.kernel_args,
             )  # fmt: skip
             (vm.dir / "qemu.cmdline").write_text(shlex.join(cmd) + "\n")
             r = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -360,13 +398,36 @@ class Fleet:
         return fleet
 
 
+BINFMT_RECORD = "binfmt.json"
+
+
+def enable_foreign(state_dir: str | Path, arch: str) -> dict:
+    """Let this machine run `arch` programs until destroy(state_dir), which takes back what this did.
+
+    For a scenario whose controller builds a foreign-arch base (molecule/arm64): what was mounted
+    and enabled is recorded in state_dir/binfmt.json, so a later process's destroy undoes it.
+    """
+    state_dir = Path(state_dir)
+    if not (state_dir / "fleet.json").is_file():
+        raise BootError(f"no VMs recorded in {state_dir}: run up first, so destroy finds what to undo")
+    record = state_dir / BINFMT_RECORD
+    if record.exists():
+        return json.loads(record.read_text())
+    done = binfmt.enable(arch)
+    record.write_text(json.dumps(done) + "\n")
+    return done
+
+
 def destroy(state_dir: str | Path) -> list[str]:
-    """Stop every VM recorded under state_dir (pid files) and remove the directory."""
+    """Stop every VM recorded under state_dir (pid files), undo enable_foreign, remove the directory."""
     state_dir = Path(state_dir)
     stopped = []
     if state_dir.is_dir():
         for pidfile in sorted(state_dir.glob("*/qemu.pid")):
             if stop_vm(pidfile.parent):
                 stopped.append(pidfile.parent.name)
+        record = state_dir / BINFMT_RECORD
+        if record.is_file():
+            binfmt.undo(json.loads(record.read_text()))
         remove_tree(state_dir)
     return stopped
