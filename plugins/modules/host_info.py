@@ -12,6 +12,13 @@ description:
   - Reports namespaces, the cgroup layout (V(v1), V(v2) or V(hybrid)) and its device controller, the C(alsa),
     C(drm) and C(input) majors from C(/proc/devices), the ALSA cards, whether systemd runs, and whether libvirt's LXC
     driver is installed.
+  - What ARM boards get wrong is checked too, each with its fix - the memory cgroup controller disabled (Raspberry Pi
+    OS kernels leave it off unless the kernel command line says C(cgroup_enable=memory)) and a cgroup v2 kernel that
+    cannot attach BPF device programs are problems; a kernel without the C(snd-usb-audio) module and a 32-bit userland
+    on a 64-bit kernel are limits.
+  - The kernel's config is read from C(/boot/config-<release>) or C(/proc/config.gz) (else its symbols in
+    C(/proc/kallsyms)), its modules from C(/lib/modules/<release>), the userland's word size from the ELF header of
+    the Python running the module.
   - RV(problems) lists what stops guests from running, RV(limits) what limits them; the host role fails on the
     first list.
 extends_documentation_fragment:
@@ -67,7 +74,17 @@ host:
       description: Whether user namespaces can be created.
       type: bool
     cgroup:
-      description: Cgroup layout (V(v1), V(v2), V(hybrid)), its mounts and the device controller.
+      description:
+        - Cgroup layout (V(v1), V(v2), V(hybrid)), its mounts and the device controller.
+        - C(memory) is whether the memory controller is enabled (C(/proc/cgroups); null when unknown),
+          C(memory_disabled_by) the kernel command line word that disabled it, C(bpf_device_control) whether cgroup v2
+          device programs can be attached (null when unknown).
+      type: dict
+    snd_usb_audio:
+      description: Whether the running kernel has the snd-usb-audio module, built in or loadable (null when unknown).
+      type: bool
+    userland:
+      description: Word size (C(bits), 32 or 64) and ELF machine of the userland running the module, null when unknown.
       type: dict
     majors:
       description: Character majors by name (null when the driver is not loaded).

@@ -6,11 +6,20 @@ Like lxc-checkconfig, but read from the running kernel (/proc, mountinfo)
 rather than a kernel config file, and in terms of what kiosk.lxc needs:
 namespaces, the cgroup layout and its device controller, the device majors
 sound and graphics use, the libvirt LXC driver.
+
+What ARM boards get wrong is read the same way: the memory cgroup controller
+(/proc/cgroups; Raspberry Pi OS kernels leave it off unless the command line
+says cgroup_enable=memory), BPF device control for cgroup v2 (the kernel's
+config, from /boot/config-<release> or /proc/config.gz, else its symbols), the
+snd-usb-audio module (/lib/modules/<release>), and a 32-bit userland on a
+64-bit kernel (the ELF class of the interpreter running this code).
 """
 
 from __future__ import annotations
 
+import gzip
 import os
+import re
 
 from ansible_collections.kiosk.lxc.plugins.module_utils.common import dpkg, procfs
 
@@ -61,7 +70,102 @@ def read_sound_cards(proc: str = "/proc") -> list[str]:
     return [f"{c['alsa_driver']} - {c['name']}" for _n, c in sorted(cards.items())]
 
 
-def gather(proc: str = "/proc", run_dir: str = "/run", dpkg_status: str = dpkg.STATUS) -> dict:
+def read_controllers(proc: str = "/proc") -> dict[str, bool]:
+    """Cgroup controller name -> enabled, from /proc/cgroups ({} when it is not there)."""
+    out: dict[str, bool] = {}
+    try:
+        with open(os.path.join(proc, "cgroups"), encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        fields = line.split()
+        if len(fields) == 4 and not line.startswith("#") and fields[3] in ("0", "1"):
+            out[fields[0]] = fields[3] == "1"
+    return out
+
+
+def read_cmdline(proc: str = "/proc") -> list[str]:
+    try:
+        with open(os.path.join(proc, "cmdline"), encoding="utf-8", errors="replace") as fh:
+            return fh.read().split()
+    except OSError:
+        return []
+
+
+def read_kernel_config(release: str, proc: str = "/proc", boot: str = "/boot") -> dict[str, str] | None:
+    """CONFIG_* -> y/m/... of the running kernel (/boot/config-<release>, else /proc/config.gz); None if neither."""
+    text = None
+    try:
+        with open(os.path.join(boot, f"config-{release}"), encoding="utf-8", errors="replace") as fh:
+            text = fh.read()
+    except OSError:
+        try:
+            with gzip.open(os.path.join(proc, "config.gz"), "rt", encoding="utf-8", errors="replace") as fh:
+                text = fh.read()
+        except OSError:
+            return None
+    return dict(m.groups() for m in re.finditer(r"^(CONFIG_[A-Za-z0-9_]+)=(\S+)$", text, re.M))
+
+
+# The device check of cgroup v2 (kernel/bpf/cgroup.c); in /proc/kallsyms of every kernel built with CGROUP_BPF.
+BPF_DEVICE_SYMBOL = "__cgroup_bpf_check_dev_permission"
+
+
+def read_bpf_device_control(config: dict[str, str] | None, proc: str = "/proc") -> bool | None:
+    """Whether cgroup v2 device programs can be attached: CONFIG_BPF_SYSCALL and CONFIG_CGROUP_BPF; None if unknown."""
+    if config is not None:
+        return config.get("CONFIG_BPF_SYSCALL") == "y" and config.get("CONFIG_CGROUP_BPF") == "y"
+    try:
+        with open(os.path.join(proc, "kallsyms"), encoding="utf-8", errors="replace") as fh:
+            return any(line.split()[2:3] == [BPF_DEVICE_SYMBOL] for line in fh)
+    except OSError:
+        return None
+
+
+def read_module(name: str, modules_dir: str) -> bool | None:
+    """Whether the kernel whose modules are in modules_dir has module `name` (built in or loadable); None if unknown."""
+    wanted = {name.replace("_", "-"), name.replace("-", "_")}
+    found_any = False
+    for index in ("modules.builtin", "modules.dep"):
+        try:
+            with open(os.path.join(modules_dir, index), encoding="utf-8", errors="replace") as fh:
+                found_any = True
+                for line in fh:
+                    base = os.path.basename(line.split(":", 1)[0].strip()).split(".ko", 1)[0]
+                    if base in wanted:
+                        return True
+        except OSError:
+            continue
+    return False if found_any else None
+
+
+ELF_MACHINES = {3: "i386", 40: "arm", 62: "x86_64", 183: "aarch64"}
+
+
+def read_elf(path: str) -> dict | None:
+    """{"bits": 32|64, "machine": ...} of an ELF file (the program running this code: its userland)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(20)
+    except OSError:
+        return None
+    if len(head) < 20 or head[:4] != b"\x7fELF" or head[4] not in (1, 2):
+        return None
+    machine = int.from_bytes(head[18:20], "little" if head[5] == 1 else "big")
+    return {"bits": 32 if head[4] == 1 else 64, "machine": ELF_MACHINES.get(machine, str(machine))}
+
+
+def gather(
+    proc: str = "/proc",
+    run_dir: str = "/run",
+    boot: str = "/boot",
+    modules: str = "/lib/modules",
+    uname: tuple[str, str] | None = None,
+    dpkg_status: str = dpkg.STATUS,
+) -> dict:
+    """What the host offers; ``uname`` is (machine, kernel release), the running kernel's by default."""
+    machine, release = uname or (os.uname().machine, os.uname().release)
     ns_dir = os.path.join(proc, "self", "ns")
     namespaces = {ns: os.path.exists(os.path.join(ns_dir, ns)) for ns in REQUIRED_NAMESPACES}
     namespaces.update({ns: os.path.exists(os.path.join(ns_dir, ns)) for ns in OPTIONAL_NAMESPACES})
@@ -70,12 +174,28 @@ def gather(proc: str = "/proc", run_dir: str = "/run", dpkg_status: str = dpkg.S
     if user_namespaces and os.path.exists(userns_max):
         with open(userns_max, encoding="utf-8") as fh:
             user_namespaces = int(fh.read().strip() or 0) > 0
+    cgroup = read_cgroup(os.path.join(proc, "self", "mountinfo"))
+    controllers = read_controllers(proc)
+    cgroup["memory"] = controllers.get("memory")
+    cgroup["memory_disabled_by"] = next(
+        (
+            a
+            for a in read_cmdline(proc)
+            if a.startswith("cgroup_disable=") and "memory" in a.split("=", 1)[1].split(",")
+        ),
+        None,
+    )
+    cgroup["bpf_device_control"] = read_bpf_device_control(read_kernel_config(release, proc, boot), proc)
+    if cgroup["version"] == "v2" and cgroup["bpf_device_control"] is False:
+        cgroup["device_control"], cgroup["device_control_kind"] = False, None
     return {
-        "architecture": os.uname().machine,
-        "kernel": os.uname().release,
+        "architecture": machine,
+        "kernel": release,
         "namespaces": namespaces,
         "user_namespaces": user_namespaces,
-        "cgroup": read_cgroup(os.path.join(proc, "self", "mountinfo")),
+        "cgroup": cgroup,
+        "snd_usb_audio": read_module("snd-usb-audio", os.path.join(modules, release)),
+        "userland": read_elf(os.path.join(proc, "self", "exe")),
         "majors": read_majors(proc),
         "sound_cards": read_sound_cards(proc),
         "systemd": os.path.isdir(os.path.join(run_dir, "systemd", "system")),
@@ -94,7 +214,27 @@ def problems(facts: dict, require_libvirt: bool = True, installing=()) -> tuple[
     missing = [ns for ns in REQUIRED_NAMESPACES if not facts["namespaces"].get(ns)]
     if missing:
         fatal.append("This kernel lacks the namespaces libvirt LXC guests need: " + ", ".join(missing) + ".")
-    if not facts["cgroup"]["device_control"]:
+    cgroup = facts["cgroup"]
+    if cgroup.get("memory") is False:
+        if cgroup.get("memory_disabled_by"):
+            fix = f"remove {cgroup['memory_disabled_by']} from the kernel command line and reboot"
+        else:
+            fix = (
+                "add cgroup_enable=memory to the kernel command line and reboot (Raspberry Pi OS kernels leave it off: "
+                "append it to the one line of /boot/firmware/cmdline.txt, /boot/cmdline.txt before bookworm)"
+            )
+        fatal.append(
+            "The memory cgroup controller is disabled (/proc/cgroups), so libvirt cannot set guests' memory limits: "
+            + fix
+            + "."
+        )
+    if cgroup.get("version") == "v2" and cgroup.get("bpf_device_control") is False:
+        fatal.append(
+            "This kernel cannot attach cgroup v2 device programs (it lacks CONFIG_BPF_SYSCALL or CONFIG_CGROUP_BPF), "
+            "so guests could open every host device or none: boot a kernel built with both (Debian's linux-image-arm64 "
+            "and Raspberry Pi OS kernels have them)."
+        )
+    elif not cgroup["device_control"]:
         fatal.append(
             f"No cgroup device controller (cgroup layout {facts['cgroup']['version']}): "
             "guests could open every host device or none."
@@ -105,6 +245,20 @@ def problems(facts: dict, require_libvirt: bool = True, installing=()) -> tuple[
         )
     if not facts["user_namespaces"]:
         warn.append("User namespaces are disabled: unprivileged (idmap) guests cannot start.")
+    if facts.get("snd_usb_audio") is False:
+        warn.append(
+            f"This kernel has no snd-usb-audio module (/lib/modules/{facts.get('kernel', '<release>')}), so USB sound "
+            "cards never appear for guests: install the distribution's kernel with its modules (Raspberry Pi OS: "
+            "linux-image-rpi-v8 or -rpi-2712; Debian: linux-image-arm64) or build it with CONFIG_SND_USB_AUDIO=m."
+        )
+    userland = facts.get("userland") or {}
+    if facts.get("architecture") in ("aarch64", "arm64") and userland.get("bits") == 32:
+        warn.append(
+            f"A 32-bit userland ({userland.get('machine')}) runs on this 64-bit kernel (aarch64), so kiosk.lxc, which "
+            "takes a guest base's architecture from the kernel, builds arm64 bases the host's own 32-bit packages do "
+            "not match: install the 64-bit (arm64) Raspberry Pi OS, or set kiosk_rootfs_arch explicitly "
+            "(armhf, with arm_64bit=0 in config.txt for a 32-bit kernel too)."
+        )
     if facts["majors"]["alsa"] is None:
         warn.append(
             "No ALSA driver is loaded (no 'alsa' major in /proc/devices): "
