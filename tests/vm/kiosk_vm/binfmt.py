@@ -151,13 +151,14 @@ def private_command(arch: str, command: list[str]) -> list[str]:
 
     debootstrap sees container=lxc there, so where mknod is refused (a user namespace may not
     make device nodes) it bind-mounts the host's /dev nodes into the tree instead; the kernel
-    mounts its own devtmpfs over the image's /dev at boot.
+    mounts its own devtmpfs over the image's /dev at boot. The shell stays the namespace's pid 1 (it
+    reaps orphans, such as a daemonized qemu's parent), and every process left in it dies with it.
     """
     name = QEMU_USER[arch]
     inner = (
         f"mount -t binfmt_misc binfmt_misc {BINFMT_DIR} && "
         f"update-binfmts --enable {name} >/dev/null && "
-        f'grep -q "^flags:.*F" {BINFMT_DIR}/{name} && exec env container=lxc "$@"'
+        f'grep -q "^flags:.*F" {BINFMT_DIR}/{name} && env container=lxc "$@"'
     )
     return [
         sys.executable, "-c", _USERNS,
