@@ -159,6 +159,7 @@ def read_elf(path: str) -> dict | None:
 def gather(
     proc: str = "/proc",
     run_dir: str = "/run",
+    *,
     boot: str = "/boot",
     modules: str = "/lib/modules",
     uname: tuple[str, str] | None = None,
