@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -139,7 +140,9 @@ def test_private_binfmt_is_there_inside_and_the_machines_is_untouched(monkeypatc
     monkeypatch.undo()  # the real shutil.which and host_arch
     if not binfmt.private_supported("arm64"):
         pytest.skip(
-            "this kernel gives user namespaces no binfmt_misc of their own (before 6.7), or no qemu-user-static"
+            "this kernel gives user namespaces no binfmt_misc of their own (before 6.7), "
+            "refuses one here (in a chroot), "
+            "or there is no qemu-user-static"
         )
     before = _machine_binfmt()
     probe = "head -n1 /proc/sys/fs/binfmt_misc/qemu-aarch64; id -u; echo $container"
@@ -148,3 +151,19 @@ def test_private_binfmt_is_there_inside_and_the_machines_is_untouched(monkeypatc
     )
     assert (inside.returncode, inside.stdout.split()) == (0, ["enabled", "0", "lxc"]), inside.stderr
     assert _machine_binfmt() == before
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a chroot and a mount namespace need root")
+def test_a_namespace_the_kernel_refuses_is_an_error_not_a_hang(tmp_path):
+    """In a chroot (the fresh-machine proof runs `make unit` in one) the kernel refuses a user namespace:
+    the parent must see the child die and fail, where it waited forever on its pipe."""
+    root = tmp_path / "root"
+    root.mkdir()
+    script = 'mount --rbind / "$1" && exec chroot "$1" "$2" -c "$3" true'
+    r = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", root, sys.executable,
+         binfmt._USERNS],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert r.returncode != 0
+    assert "unshare(CLONE_NEWUSER)" in r.stderr

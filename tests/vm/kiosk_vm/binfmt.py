@@ -131,11 +131,14 @@ libc = ctypes.CDLL(None, use_errno=True)
 r, w = os.pipe(); r2, w2 = os.pipe()
 pid = os.fork()
 if pid == 0:
-    if libc.unshare(0x10000000) != 0:  # CLONE_NEWUSER
+    os.close(r); os.close(w2)
+    if libc.unshare(0x10000000) != 0:  # CLONE_NEWUSER (refused in a chroot, for one)
         sys.exit("unshare(CLONE_NEWUSER): " + os.strerror(ctypes.get_errno()))
     os.write(w, b"x"); os.read(r2, 1)
     os.execvp(sys.argv[1], sys.argv[1:])
-os.read(r, 1)
+os.close(w); os.close(r2)
+if not os.read(r, 1):  # the child died before it had its namespace: its status is ours
+    sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
 try:
     for m in ("uid_map", "gid_map"):
         with open(f"/proc/{pid}/{m}", "w") as f:
