@@ -103,9 +103,13 @@ def test_persistent_rules_come_back_after_a_restart_through_the_hook(probing_gue
     )
     before = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
     args = {"domain": dom.name(), "rules": ["c 116:77 r"], "persistent": True}
+    running_as = dom.ID()
 
+    check = run_module(MODULE, args, check=True, diff=True)
     result = run_module(MODULE, args, diff=True)
     assert result["_status"] == "changed", result["_stdout"]
+    assert (check["actions"], check["persistent_rules"]) == (result["actions"], result["persistent_rules"])
+    assert dom.ID() == running_as, "storing the rules does not restart the guest"
     assert result["persistent_rules"] == ["c 116:77 r"]
     assert probe_says(root, 0, "ENXIO")
     assert Path(hook.HOOK_DIR, "lxc.d", hook.HOOK_NAME).is_file()

@@ -4,9 +4,12 @@
 
 Targets: a libvirt LXC guest (`domain`), a systemd machine (`machine`) or a
 raw cgroup path (`cgroup`). For a guest with `persistent`, the rules are also
-kept in its <metadata> (DEVICES_NS, written with setMetadata on the
-persistent definition only, so nothing else in the definition changes) and
-the libvirt hook (hook.py) is installed to apply them at every start.
+kept in its <metadata> (DEVICES_NS): rules_mutate is the part of the guest's
+definition this module owns, and domain.manage (the one writer of a guest's
+definition, plan_edit in the plan, result in apply) changes the persistent
+definition with it, never restarting the guest (its running cgroup already
+has the rules); the libvirt hook (hook.py) is installed to apply them at every
+start.
 state=hook installs only that hook (run_hook), with no target: the host role
 puts it in place before libvirtd starts, so libvirtd runs it from the start.
 The hook's code is hook.py's import closure, in a directory of its own
@@ -19,14 +22,13 @@ import os
 import signal
 import socket
 import sys
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
 from ansible_collections.kiosk.lxc.plugins.module_utils.cgroup import cgroupfs, hook, persist, rules, systemd
 from ansible_collections.kiosk.lxc.plugins.module_utils.cgroup.v1 import V1Devices
 from ansible_collections.kiosk.lxc.plugins.module_utils.common import shipped
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
-from ansible_collections.kiosk.lxc.plugins.module_utils.common.virt import libvirt
+from ansible_collections.kiosk.lxc.plugins.module_utils.domain import manage, xmldef
 
 TARGETS = ("domain", "machine", "cgroup")
 LIBVIRTD_PIDFILES = ("/run/libvirtd.pid", "/run/virtlxcd.pid")
@@ -47,7 +49,7 @@ class Desired:
 class Current:
     backend: object = None
     rules: list = field(default_factory=list)
-    dom: object = None
+    guest: manage.Guest | None = None
     stored: list | None = None
 
 
@@ -85,40 +87,52 @@ def desired(params: dict, majors) -> Desired:
     return Desired(kind, params[kind], specs, wanted, params.get("state") or "present", persistent)
 
 
-def _domain(conn, name: str):
-    try:
-        dom = conn.lookupByName(name)
-    except libvirt.libvirtError as exc:
-        raise KioskError(f"Guest '{name}': no such guest on {conn.getURI()}") from exc
-    dtype = ET.fromstring(dom.XMLDesc(0)).get("type")
+def _guest(conn, name: str) -> manage.Guest:
+    guest = manage.read_guest(conn, name)
+    if guest.dom is None:
+        raise KioskError(f"Guest '{name}': no such guest on {conn.getURI()}")
+    dtype = xmldef.parse(guest.xml, f"Guest '{name}': stored definition").get("type")
     if dtype != "lxc":
         raise KioskError(f"Guest '{name}' is not an LXC guest (its type is '{dtype}')")
-    return dom
+    return guest
 
 
-def _stored(dom) -> list:
-    try:
-        text = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, persist.URI, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_METADATA:
-            return []
-        raise KioskError(f"Guest '{dom.name()}': reading its device rules metadata failed: {exc}") from exc
-    specs, problems = persist.specs_from_metadata(text)
+def _stored(guest: manage.Guest) -> list:
+    """The rules kept in the guest's stored definition, read as the hook reads them at start."""
+    specs, problems = persist.specs_from_domain_xml(guest.xml)
     if problems:
-        raise KioskError(f"Guest '{dom.name()}': its stored device rules are broken: {problems[0]}")
+        raise KioskError(f"Guest '{guest.name}': its stored device rules are broken: {problems[0]}")
     return specs
+
+
+def rules_mutate(specs: list):
+    """mutate(root) for manage.plan_edit: the guest's DEVICES_NS element holds exactly specs (none: no element).
+
+    The element is persist.metadata_xml's, in DEVICES_NS under its prefix; its rules stay in no
+    namespace, as setMetadata (which earlier versions used) stored them. Nothing else changes.
+    """
+    text = persist.metadata_xml(specs)
+
+    def mutate(root) -> None:
+        new = None
+        if text is not None:
+            new = xmldef.etree.Element(f"{{{persist.URI}}}{persist.ROOT}", nsmap={persist.PREFIX: persist.URI})
+            new.extend(xmldef.parse(text, "device rules"))
+        xmldef.set_metadata(root, f"{{{persist.URI}}}{persist.ROOT}", new)
+
+    return mutate
 
 
 def read(want: Desired, conn, host: Host, majors) -> Current:
     cur = Current()
     if want.kind == "domain":
-        cur.dom = _domain(conn, want.target)
-        if want.persistent and not cur.dom.isPersistent():
+        cur.guest = _guest(conn, want.target)
+        if want.persistent and not cur.guest.persistent:
             raise KioskError(f"Guest '{want.target}' is transient: persistent rules need a defined guest")
         if want.persistent:
-            cur.stored = _stored(cur.dom)
-        if cur.dom.isActive():
-            cur.backend = cgroupfs.backend_for_pid(cur.dom.ID(), mountinfo=host.mountinfo)
+            cur.stored = _stored(cur.guest)
+        if cur.guest.active:
+            cur.backend = cgroupfs.backend_for_pid(cur.guest.dom.ID(), mountinfo=host.mountinfo)
         elif not want.persistent:
             raise KioskError(f"Guest '{want.target}' is not running and persistent is false: nothing to change")
     elif want.kind == "machine":
@@ -137,7 +151,7 @@ def read(want: Desired, conn, host: Host, majors) -> Current:
 
 def plan(want: Desired, cur: Current, host: Host, majors) -> dict:
     key = cur.backend.key if cur.backend is not None else rules.v1_key
-    result = {"allow": [], "deny": [], "after": list(cur.rules), "warnings": [], "metadata": None, "hook": []}
+    result = {"allow": [], "deny": [], "after": list(cur.rules), "warnings": [], "definition": None, "hook": []}
     if cur.backend is not None:
         if want.state == "present":
             result["allow"] = rules.plan_allow(cur.rules, want.wanted, key)
@@ -155,18 +169,18 @@ def plan(want: Desired, cur: Current, host: Host, majors) -> dict:
         merge = persist.stored_present if want.state == "present" else persist.stored_absent
         stored_after = merge(cur.stored, want.specs, majors)
         if persist.metadata_xml(stored_after) != persist.metadata_xml(cur.stored):
-            result["metadata"] = persist.metadata_xml(stored_after)
-            result["metadata_changed"] = True
+            # Never a restart: the running cgroup has the rules already, the stored ones are for the next start.
+            result["definition"] = manage.plan_edit(cur.guest, rules_mutate(stored_after), restart="never")
     result["stored_after"] = stored_after
     if stored_after:
         result.update(plan_hook(host))
     path = cur.backend.path if cur.backend is not None else None
     actions = [f"allow '{r}' in {path}" for r in result["allow"]]
     actions += [f"deny '{r}' in {path}" for r in result["deny"]]
-    if result.get("metadata_changed"):
+    if result["definition"] is not None:
         actions.append(f"store {len(stored_after)} device rule(s) in guest '{want.target}' metadata")
     result["actions"] = actions + hook_actions(result)
-    result["changed"] = bool(result["allow"] or result["deny"] or result.get("metadata_changed") or result["hook"])
+    result["changed"] = bool(result["allow"] or result["deny"] or result["definition"] or result["hook"])
     return result
 
 
@@ -240,22 +254,13 @@ def _reload_libvirtd(host: Host) -> None:
     raise KioskError("The libvirt hook was installed, but libvirtd could not be reloaded; reload it by hand")
 
 
-def apply(want: Desired, cur: Current, result: dict, host: Host) -> None:
+def apply(conn, cur: Current, result: dict, host: Host) -> None:
     for rule in result["allow"]:
         cur.backend.allow(rule)
     for rule in result["deny"]:
         cur.backend.deny(rule)
-    if result.get("metadata_changed"):
-        try:
-            cur.dom.setMetadata(
-                libvirt.VIR_DOMAIN_METADATA_ELEMENT,
-                result["metadata"],
-                persist.PREFIX if result["metadata"] else None,
-                persist.URI,
-                libvirt.VIR_DOMAIN_AFFECT_CONFIG,
-            )
-        except libvirt.libvirtError as exc:
-            raise KioskError(f"Guest '{want.target}': storing its device rules failed: {exc}") from exc
+    if result["definition"] is not None:
+        manage.result(conn, result["definition"], check_mode=False, shutdown_timeout=0)
     apply_hook(result, host)
 
 
@@ -323,7 +328,7 @@ def run(params: dict, conn, check_mode: bool, host: Host) -> dict:
     cur = read(want, conn, host, majors)
     result = plan(want, cur, host, majors)
     if not check_mode:
-        apply(want, cur, result, host)
+        apply(conn, cur, result, host)
     path = cur.backend.path if cur.backend is not None else None
     label = f"{want.kind} {want.target}"
     before = _text(cur.rules) + (f"# stored:\n{_text(cur.stored)}" if cur.stored is not None else "")

@@ -9,7 +9,10 @@ one apply:
   module does with its parameters.
 - `edit_definition(conn, name, mutate, *, restart="on_change",
   shutdown_timeout=30, check_mode=False)`: for other modules (sound
-  passthrough, device rules) that change part of an existing guest.
+  passthrough, device rules) that change part of an existing guest. A
+  module that keeps read, plan and apply apart calls its two halves:
+  `plan_edit(read_guest(conn, name), mutate, restart=...)` in its plan and
+  `result(conn, plan, check_mode, shutdown_timeout)` in its apply.
   `mutate(root)` edits, in place, an lxml copy of the guest's stored
   (persistent) definition. The edit is normalised and compared with the stored
   definition field by field; the guest is redefined only when a field differs,
@@ -374,6 +377,14 @@ def ensure(conn, params: dict, check_mode: bool = False) -> dict:
     return result(conn, plan, check_mode, spec.shutdown_timeout)
 
 
+def plan_edit(guest: Guest, mutate, *, restart: str = "on_change") -> Plan:
+    """edit_definition's plan for a guest read_guest() returned; result() applies it (or, in check mode, not)."""
+    speclib.check_choice(guest.name, "restart", restart, speclib.RESTART_POLICIES)
+    if guest.dom is None:
+        raise KioskError(f"Guest '{guest.name}' is not defined")
+    return plan_guest(guest, mutate, state=None, restart=restart, autostart=None)
+
+
 def edit_definition(
     conn,
     name: str,
@@ -385,9 +396,5 @@ def edit_definition(
 ) -> dict:
     """Change part of an existing guest's stored definition; see the module docstring."""
     speclib.validate_name(name)
-    speclib.check_choice(name, "restart", restart, speclib.RESTART_POLICIES)
-    guest = read_guest(conn, name)
-    if guest.dom is None:
-        raise KioskError(f"Guest '{name}' is not defined")
-    plan = plan_guest(guest, mutate, state=None, restart=restart, autostart=None)
+    plan = plan_edit(read_guest(conn, name), mutate, restart=restart)
     return result(conn, plan, check_mode, shutdown_timeout)

@@ -584,19 +584,10 @@ def _set_features(root, privnet: bool | None, caps: dict | None) -> None:
 
 def _set_metadata(root, metadata: dict[str, str]) -> None:
     """lxc_domain's own <metadata> child, replaced in place; others are not touched."""
-    meta = xmldef.ensure_child(root, "metadata")
-    own = meta.find(f"{{{META_NS}}}metadata")
     new = None
     if metadata:
         new = etree.Element(f"{{{META_NS}}}metadata", nsmap={META_PREFIX: META_NS})
         for key in sorted(metadata):
             item = etree.SubElement(new, f"{{{META_NS}}}item", key=key)
             item.text = metadata[key]
-    if own is not None and new is not None:
-        meta.replace(own, new)
-    elif own is not None:
-        meta.remove(own)
-    elif new is not None:
-        meta.append(new)
-    if len(meta) == 0:
-        root.remove(meta)
+    xmldef.set_metadata(root, f"{{{META_NS}}}metadata", new)

@@ -158,6 +158,24 @@ def ensure_child(parent, tag: str):
     return found if found is not None else _sub(parent, tag)
 
 
+def set_metadata(root, tag: str, new) -> None:
+    """Put `new` in place of root's <metadata> child `tag` (a {namespace}name), or remove it when new is None.
+
+    The other children of <metadata> (other modules' namespaces, foreign ones) stay as they are;
+    a <metadata> left empty goes.
+    """
+    meta = ensure_child(root, "metadata")
+    own = meta.find(tag)
+    if own is not None and new is not None:
+        meta.replace(own, new)
+    elif own is not None:
+        meta.remove(own)
+    elif new is not None:
+        meta.append(new)
+    if len(meta) == 0:
+        root.remove(meta)
+
+
 def _sort_children(el, order: list[str]) -> None:
     rank = {tag: i for i, tag in enumerate(order)}
     children = list(el)
