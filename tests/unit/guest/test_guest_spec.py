@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -82,3 +83,31 @@ def test_the_role_describes_kiosk_guests_with_the_modules_options():
 
     assert shape(entry) == shape(spec.GUEST_OPTIONS)
     assert guest_module.ARGUMENT_SPEC["guests"]["options"] is spec.GUEST_OPTIONS
+
+
+def _fields(options: dict, prefix: str = "") -> set[str]:
+    """Every field of a guest entry, by its path (sound.cards is one field: a list of selectors)."""
+    out = set()
+    for key, opt in options.items():
+        path = f"{prefix}{key}"
+        if opt.get("type") == "dict" and opt.get("options"):
+            out |= _fields(opt["options"], f"{path}.")
+        else:
+            out.add(path)
+    return out
+
+
+def test_bad_inputs_has_a_case_for_every_field_of_a_guest_entry():
+    """tests/bad_inputs.yml (run through Ansible, touching nothing) fails each field of a `guests` entry.
+
+    A case names the field as the module does (`guests[0].network.ip`), or, for what Ansible's own
+    argument validation refuses (types, choices), by its key alone, as Ansible's message does.
+    """
+    cases = yaml.safe_load((REPO / "tests/bad_inputs.yml").read_text())
+    named = set()
+    for case in cases:
+        if case.get("module") == "kiosk.lxc.guest" and case.get("set") == "guests":
+            named.add(re.sub(r"\[\d+\]", "", re.sub(r"^guests\[\d+\]\.", "", case["option"])))
+    fields = _fields(spec.GUEST_OPTIONS)
+    missing = {f for f in fields if f not in named and f.rsplit(".", 1)[-1] not in named}
+    assert missing == set(), f"no bad case in tests/bad_inputs.yml for guests[].{sorted(missing)}"
