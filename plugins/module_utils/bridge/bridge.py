@@ -17,6 +17,7 @@ from ansible_collections.kiosk.lxc.plugins.module_utils.bridge import dnsmasq, f
 from ansible_collections.kiosk.lxc.plugins.module_utils.bridge.spec import BridgeSpec, build_spec, check_host
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.files import write_atomic
+from ansible_collections.kiosk.lxc.plugins.module_utils.host import preflight
 
 TOOLS = ("ip", "sysctl", "nft", "iptables", "dnsmasq", "systemctl")
 FORWARD = "/proc/sys/net/ipv4/ip_forward"
@@ -29,7 +30,7 @@ class Host:
     open_netlink: object = netlink.open_netlink
     proc_root: str = "/proc"
     forward_path: str = FORWARD
-    systemd_marker: str = persist.SYSTEMD_RUNTIME
+    run_dir: str = preflight.RUN_DIR  # systemd runs when it has run_dir/systemd/system
     unit_dir: str = persist.UNIT_DIR
 
 
@@ -73,7 +74,7 @@ def read_state(spec: BridgeSpec, host: Host, ipr) -> State:
         conf=dnsmasq.read_file(spec.conf_path),
         pid=dnsmasq.find_running(spec.pid_path, spec.conf_path, host.proc_root),
         files=files,
-        systemd=persist.systemd_running(host.systemd_marker),
+        systemd=preflight.systemd_running(host.run_dir),
     )
 
 

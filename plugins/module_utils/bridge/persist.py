@@ -15,13 +15,8 @@ import os
 
 from ansible_collections.kiosk.lxc.plugins.module_utils.bridge.firewall import nft_script
 
-SYSTEMD_RUNTIME = "/run/systemd/system"  # sd_booted(): exists when systemd is PID 1
 UNIT_DIR = "/etc/systemd/system"
 HEADER = "# Managed by kiosk.lxc.lxc_bridge: edits are overwritten.\n"
-
-
-def systemd_running(marker: str = SYSTEMD_RUNTIME) -> bool:
-    return os.path.isdir(marker)
 
 
 def bridge_unit(bridge: str) -> str:

@@ -29,6 +29,7 @@ from ansible_collections.kiosk.lxc.plugins.module_utils.cgroup.v1 import V1Devic
 from ansible_collections.kiosk.lxc.plugins.module_utils.common import shipped
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
 from ansible_collections.kiosk.lxc.plugins.module_utils.domain import manage, xmldef
+from ansible_collections.kiosk.lxc.plugins.module_utils.host import preflight
 
 TARGETS = ("domain", "machine", "cgroup")
 LIBVIRTD_PIDFILES = ("/run/libvirtd.pid", "/run/virtlxcd.pid")
@@ -240,7 +241,7 @@ def libvirtd_running(host: Host) -> bool:
 
 
 def _reload_libvirtd(host: Host) -> None:
-    if os.path.isdir("/run/systemd/system") and host.run is not None:
+    if preflight.systemd_running() and host.run is not None:
         rc, _out, _err = host.run(["systemctl", "reload", "libvirtd.service"])
         if rc == 0:
             return

@@ -114,7 +114,7 @@ class Plan:
 
 def read_host(mountinfo: str = "/proc/self/mountinfo", run_dir: str = "/run") -> Host:
     """Whether a guest with its own ids needs a name=systemd cgroup of its own (cgroup v1, no systemd)."""
-    systemd = os.path.isdir(os.path.join(run_dir, "systemd", "system"))
+    systemd = preflight.systemd_running(run_dir)
     try:
         layout = preflight.read_cgroup(mountinfo)
     except OSError:

@@ -20,6 +20,7 @@ import time
 
 from ansible_collections.kiosk.lxc.plugins.module_utils.common import procfs
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
+from ansible_collections.kiosk.lxc.plugins.module_utils.host import preflight
 
 DEFAULT_URI = "lxc:///system"
 RUNTIME_DIRS = ("/var/log/libvirt", "/run/libvirt", "/var/lib/libvirt")
@@ -78,10 +79,6 @@ def wait_until(probe, timeout: float, alive=lambda: True, interval: float = 0.2)
     return None
 
 
-def systemd_running(run_dir: str = "/run") -> bool:
-    return os.path.isdir(os.path.join(run_dir, "systemd", "system"))
-
-
 def ensure_started(uri: str, timeout: float, check_mode: bool, connect, run) -> dict:
     """Make libvirtd answer on uri; returns {changed, actions, how}.
 
@@ -93,7 +90,7 @@ def ensure_started(uri: str, timeout: float, check_mode: bool, connect, run) -> 
     """
     if connect(uri):
         return {"changed": False, "actions": [], "how": "already running"}
-    if systemd_running():
+    if preflight.systemd_running():
         plan = [["systemctl", "start", "libvirtd.service"]]
         how = "systemd"
     else:

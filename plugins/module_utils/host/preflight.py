@@ -23,6 +23,8 @@ import re
 
 from ansible_collections.kiosk.lxc.plugins.module_utils.common import dpkg, procfs
 
+RUN_DIR = "/run"
+
 REQUIRED_NAMESPACES = ("mnt", "uts", "ipc", "pid", "net")
 OPTIONAL_NAMESPACES = ("user", "cgroup")
 MAJOR_NAMES = ("alsa", "drm", "input")
@@ -156,9 +158,14 @@ def read_elf(path: str) -> dict | None:
     return {"bits": 32 if head[4] == 1 else 64, "machine": ELF_MACHINES.get(machine, str(machine))}
 
 
+def systemd_running(run_dir: str = RUN_DIR) -> bool:
+    """Whether systemd is PID 1 (sd_booted(): run_dir/systemd/system exists); every module asks here."""
+    return os.path.isdir(os.path.join(run_dir, "systemd", "system"))
+
+
 def gather(
     proc: str = "/proc",
-    run_dir: str = "/run",
+    run_dir: str = RUN_DIR,
     *,
     boot: str = "/boot",
     modules: str = "/lib/modules",
@@ -199,7 +206,7 @@ def gather(
         "userland": read_elf(os.path.join(proc, "self", "exe")),
         "majors": read_majors(proc),
         "sound_cards": read_sound_cards(proc),
-        "systemd": os.path.isdir(os.path.join(run_dir, "systemd", "system")),
+        "systemd": systemd_running(run_dir),
         "libvirt_lxc_driver": os.path.exists(LXC_EMULATOR),
         "packages": sorted(dpkg.installed(dpkg_status)),
     }

@@ -26,10 +26,11 @@ import shlex
 import signal
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ansible_collections.kiosk.lxc.plugins.module_utils.common import shipped, text
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
+from ansible_collections.kiosk.lxc.plugins.module_utils.host import preflight
 
 # The entry point: imported, so that AnsiballZ packs it and what it imports into the module's payload.
 from ansible_collections.kiosk.lxc.plugins.module_utils.hotplug import agent
@@ -52,7 +53,7 @@ class Host:
     script: str = SCRIPT
     unit: str = UNIT
     pidfile: str = PIDFILE
-    systemd: bool = os.path.isdir("/run/systemd/system")
+    systemd: bool = field(default_factory=preflight.systemd_running)
 
 
 def agent_args(params: dict) -> list[str]:

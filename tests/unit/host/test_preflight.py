@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -105,7 +106,7 @@ def test_ensure_started_does_nothing_when_libvirtd_answers():
 def test_ensure_started_reports_a_daemon_that_never_answers(monkeypatch):
     """A fake command runner: starting a real second libvirtd here would disturb the one the suite uses."""
     monkeypatch.setattr(libvirtd.shutil, "which", lambda tool: f"/usr/sbin/{tool}")
-    monkeypatch.setattr(libvirtd, "systemd_running", lambda: False)
+    monkeypatch.setattr(preflight, "systemd_running", lambda: False)
     monkeypatch.setattr(libvirtd, "prepare_runtime_dirs", lambda: None)
     ran = []
     check = libvirtd.ensure_started("lxc:///system", 0.3, True, lambda uri: False, ran.append)
@@ -127,3 +128,24 @@ def test_gather_lists_the_installed_packages(tmp_path):
     status = tmp_path / "status"
     status.write_text("Package: b\nStatus: install ok installed\n\nPackage: a\nStatus: install ok installed\n")
     assert preflight.gather(dpkg_status=str(status))["packages"] == ["a", "b"]
+
+
+def test_systemd_runs_when_its_runtime_directory_exists(tmp_path):
+    assert preflight.systemd_running(str(tmp_path)) is False
+    (tmp_path / "systemd" / "system").mkdir(parents=True)
+    assert preflight.systemd_running(str(tmp_path)) is True
+    assert preflight.gather(run_dir=str(tmp_path))["systemd"] is True
+
+
+def test_whether_systemd_runs_is_known_in_one_place():
+    """#17: host facts come from host_info's code; no other module probes /run/systemd/system itself."""
+    probe = re.compile(r"""/run/systemd/system|["']systemd["'],\s*["']system["']""")
+    plugins = Path(__file__).resolve().parents[3] / "plugins"
+    others = [
+        f"{path.relative_to(plugins)}:{n}"
+        for path in sorted(plugins.rglob("*.py"))
+        if path.name != "preflight.py"
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if probe.search(line) and not line.lstrip().startswith(("#", "C(", "-"))
+    ]
+    assert others == []
