@@ -63,7 +63,7 @@ def specs_from_domain_xml(xml_text: str) -> tuple[list[RuleSpec], list[str]]:
 
 
 def metadata_xml(specs: list[RuleSpec]) -> str | None:
-    """The element for setMetadata, or None to remove it when no rule is left."""
+    """The stored element (cgroup.device.rules_mutate puts it in the definition), or None when no rule is left."""
     if not specs:
         return None
     root = ET.Element(ROOT)

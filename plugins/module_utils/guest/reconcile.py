@@ -34,6 +34,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from ansible_collections.kiosk.lxc.plugins.module_utils.common import procfs
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.virt import libvirt
 from ansible_collections.kiosk.lxc.plugins.module_utils.domain import info as domaininfo
@@ -112,7 +113,7 @@ class Plan:
 # ------------------------------------------------------------------ read
 
 
-def read_host(mountinfo: str = "/proc/self/mountinfo", run_dir: str = "/run") -> Host:
+def read_host(mountinfo: str = procfs.MOUNTINFO, run_dir: str = preflight.RUN_DIR) -> Host:
     """Whether a guest with its own ids needs a name=systemd cgroup of its own (cgroup v1, no systemd)."""
     systemd = preflight.systemd_running(run_dir)
     try:

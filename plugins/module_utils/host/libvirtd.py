@@ -27,7 +27,7 @@ RUNTIME_DIRS = ("/var/log/libvirt", "/run/libvirt", "/var/lib/libvirt")
 VIRTLOGD_SOCKET = "/run/libvirt/virtlogd-sock"
 
 
-def hybrid_unified_mount(mountinfo: str = "/proc/self/mountinfo") -> str | None:
+def hybrid_unified_mount(mountinfo: str = procfs.MOUNTINFO) -> str | None:
     """The cgroup2 mount point beside cgroup v1 controllers, or None."""
     v1 = False
     unified = None
@@ -39,7 +39,7 @@ def hybrid_unified_mount(mountinfo: str = "/proc/self/mountinfo") -> str | None:
     return unified if v1 else None
 
 
-def libvirtd_argv(daemonize: bool, mountinfo: str = "/proc/self/mountinfo") -> list[str]:
+def libvirtd_argv(daemonize: bool, mountinfo: str = procfs.MOUNTINFO) -> list[str]:
     """The command that starts libvirtd correctly on this host."""
     for tool in ("libvirtd", "virtlogd", "unshare"):
         if not shutil.which(tool):

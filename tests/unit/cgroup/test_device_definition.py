@@ -8,6 +8,9 @@ checks the same against the real libvirtd and the real hook.
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 from agent_host import hook_host
 from ansible_collections.kiosk.lxc.plugins.module_utils.cgroup import device, persist, rules
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.namespaces import DEVICES_NS, META_NS
@@ -84,3 +87,13 @@ def test_taking_the_last_rule_away_removes_our_element_and_keeps_the_others():
     alone = manage.plan_edit(running(bare), device.rules_mutate([rules.parse_spec("c 116:3 rw")]))
     gone = manage.plan_edit(running(alone.define_xml), device.rules_mutate([]))
     assert xmldef.parse(gone.define_xml).find("metadata") is None, "a <metadata> left empty goes"
+
+
+def test_domain_manage_is_the_one_writer_of_a_guests_definition():
+    """#17: every part of a definition is a mutator through domain.manage; nothing else defines or sets metadata."""
+    plugins = Path(__file__).resolve().parents[3] / "plugins"
+    writes = re.compile(r"\.(defineXML|setMetadata|defineXMLFlags)\(")
+    writers = sorted(
+        str(path.relative_to(plugins)) for path in plugins.rglob("*.py") if writes.search(path.read_text("utf-8"))
+    )
+    assert writers == ["module_utils/domain/manage.py"]
