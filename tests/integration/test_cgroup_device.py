@@ -151,6 +151,26 @@ def test_a_stopped_guest_only_gets_the_stored_rules(libvirt_conn, guest_name, bu
     assert probe_says(root, 0, "ENXIO")
 
 
+def test_rules_stored_by_earlier_versions_are_kept_and_written_back_alike(libvirt_conn, guest_name, busybox_rootfs):
+    """Earlier versions stored the rules with setMetadata; the one writer reads them and writes the same element."""
+    dom = libvirt_conn.defineXML(guestlib.domain_xml(guest_name, busybox_rootfs()))
+    old = '<devices><rule type="c" major="116" minor="3" access="rw"/></devices>'
+    dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, old, "kioskdev", DEVICES_NS, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+
+    def element() -> list[str]:
+        xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+        return xml[xml.find("<kioskdev:devices") : xml.find("</kioskdev:devices>")].split()
+
+    stored_by_old = element()
+    args = {"domain": guest_name, "rules": ["c 116:3 rw"]}
+    assert run_module(MODULE, args)["_status"] == "ok", "the same rule is no change"
+    added = run_module(MODULE, {**args, "rules": ["c 13:* r"]})
+    assert added["_status"] == "changed" and added["persistent_rules"] == ["c 116:3 rw", "c 13:* r"]
+    back = run_module(MODULE, {**args, "rules": ["c 13:* r"], "state": "absent"})
+    assert back["_status"] == "changed" and back["persistent_rules"] == ["c 116:3 rw"]
+    assert element() == stored_by_old
+
+
 BAD = [
     ({"rules": ["c 116 rw"]}, "is not a device rule like 'c 116:* rw'"),
     ({"rules": ["x 116:* rw"]}, "device type 'x' is unknown"),

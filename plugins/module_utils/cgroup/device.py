@@ -170,6 +170,7 @@ def plan(want: Desired, cur: Current, host: Host, majors) -> dict:
         merge = persist.stored_present if want.state == "present" else persist.stored_absent
         stored_after = merge(cur.stored, want.specs, majors)
         if persist.metadata_xml(stored_after) != persist.metadata_xml(cur.stored):
+            # The rules compared, not the element: a guest that earlier versions gave rules is not rewritten.
             # Never a restart: the running cgroup has the rules already, the stored ones are for the next start.
             result["definition"] = manage.plan_edit(cur.guest, rules_mutate(stored_after), restart="never")
     result["stored_after"] = stored_after
