@@ -33,7 +33,8 @@ options:
     description:
       - Debian packages the caller needs; RV(packages_missing) lists those dpkg does not list as installed, so a
         play runs C(ansible.builtin.apt) only when something is missing (opening apt's cache costs seconds).
-      - A name that is not a plain package name (a version, a wildcard, an architecture) counts as missing.
+      - A name that is not a plain package name (a version, a wildcard, an architecture) counts as missing; one with
+        a control character is refused, naming its index.
       - A missing libvirt LXC driver is not a problem when C(libvirt-daemon-driver-lxc) is among the missing ones
         (the caller installs it next).
     type: list
@@ -123,7 +124,8 @@ limits:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.kiosk.lxc.plugins.module_utils.common import dpkg
+from ansible_collections.kiosk.lxc.plugins.module_utils.common import dpkg, text
+from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
 from ansible_collections.kiosk.lxc.plugins.module_utils.host.preflight import gather, problems
 
 
@@ -135,6 +137,10 @@ def main():
         ),
         supports_check_mode=True,
     )
+    try:
+        text.check_params(module.params)  # the package names reach apt's command line (the host role)
+    except KioskError as exc:
+        module.fail_json(msg=exc.msg)
     facts = gather()
     missing = dpkg.missing(module.params["packages"], set(facts["packages"]))
     fatal, warn = problems(facts, require_libvirt=module.params["require_libvirt"], installing=missing)

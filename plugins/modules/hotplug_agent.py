@@ -15,6 +15,9 @@ description:
     nodes in the guest's C(/dev/snd) unless that is a live bind of the host's; and tells PulseAudio
     (C(module-alsa-card)) or PipeWire (WirePlumber restart) inside the guest, restarting the guest's sound service as a
     fallback.
+  - A guest with its own udev data (O(kiosk.lxc.sound_passthrough#module:udev_data_dir)) gets a plugged card's
+    udev records and loses them on removal; when the agent starts (a host reboot) and when a guest (re)starts,
+    that directory is made to hold exactly the records of the guest's cards present then.
   - A card no guest's selectors choose stays closed to all guests. A failure in one guest is logged and never
     stops the others. The agent logs to syslog (the journal) where C(/dev/log) exists, else to O(log_file),
     one line per guest and card, ending with how many ms after the udev event it was done and where the time went.

@@ -77,7 +77,9 @@ options:
       - Where each guest's own udev data is kept on the host, in a directory named after the guest, bound read-only as
         the guest's C(/run/udev) by O(profile=udev_data).
       - It holds the udev records of the guest's cards, their nodes and the shared timer/sequencer, and nothing of the
-        host's other devices (no disk serials). The hotplug agent adds and removes a hot-plugged card's records.
+        host's other devices (no disk serials). The hotplug agent adds and removes a hot-plugged card's records, and
+        refreshes them from the cards present when it starts and when the guest starts.
+      - An absolute path, as are O(host_dev_dir) and O(host_udev_dir); a relative one is refused.
     type: path
     default: /var/lib/kiosk-lxc/udev
 requirements:

@@ -132,3 +132,41 @@ def wait_for_text(path: Path, text: str, timeout: float = 10.0) -> str:
                 return last
         time.sleep(0.05)
     return last
+
+
+def test_the_records_of_a_card_gone_while_no_agent_ran_go_when_the_agent_starts(
+    libvirt_conn, guest_name, busybox_rootfs, fake_host
+):
+    """A host reboot, as a guest's own udev data lives through it: the agent that wrote a plugged card's
+    records stops, the card goes while no agent runs, and the next agent's first rescan removes them
+    (they stayed until the next plug before: the guest's libudev listed a card that was not there)."""
+    watch = (
+        "(while true; do if cat /run/udev/data/+sound:card1 > /out/card1.tmp 2>&1; then :; fi;"
+        " mv /out/card1.tmp /out/card1; sleep 0.05; done) &\n"
+    )
+    root = busybox_rootfs(watch + guestlib.probe_loop(["/dev/snd/controlC1"], interval=0.05))
+    lab.start_guests(libvirt_conn, fake_host, {guest_name: (root, {"usb": "0c76:161f"})})
+    data = fake_host["tmp"] / "udev-data" / guest_name / "data"
+    agent = lab.Lab(fake_host["dev"], fake_host["tmp"] / "hotplug.log", only=[guest_name])
+    try:
+        lab.plug_nodes(fake_host, True)
+        assert agent.plug()["ledger"] == [guest_name], agent.log()
+        plugged = wait_for_text(root / "out" / "card1", "SOUND_INITIALIZED=1")
+    finally:
+        agent.close()
+    written = sorted(os.listdir(data))
+    lab.plug_nodes(fake_host, False)  # the card went while no agent ran; the next agent's host has none
+    agent = lab.Lab(fake_host["dev"], fake_host["tmp"] / "hotplug2.log", only=[guest_name], rescan=0.2)
+    try:
+        deadline = time.monotonic() + 10
+        while "+sound:card1" in os.listdir(data) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        left = sorted(os.listdir(data))
+        seen = wait_for_text(root / "out" / "card1", "No such file", timeout=2)
+        log = agent.log()
+    finally:
+        agent.close()
+    assert "E:SOUND_INITIALIZED=1" in plugged.splitlines(), plugged
+    assert "+sound:card1" in written and "c116:10" in written, written
+    assert left == [], f"records of the card gone while no agent ran are still there: {left}; agent: {log}"
+    assert "No such file" in seen, seen

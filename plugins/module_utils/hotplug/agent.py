@@ -102,6 +102,7 @@ class Agent:
         self.kiosk_user = kiosk_user  # whose sound server is told, in each guest
         self.queue: queue.Queue = queue.Queue()
         self.ledger: dict = {}
+        self.refreshed: dict = {}  # guest name -> controller pid whose own udev data was refreshed
         self._conn = None
         self.handled = 0  # events handled, for tests and the benchmark
 
@@ -208,7 +209,42 @@ class Agent:
         cards = [card for card in host["cards"] if self.ready(card)]
         actions = plan.plan_reconcile(cards, guests, self.ledger, host["shared_nodes"])
         self.apply(actions, "rescan")
+        self.refresh_udev(guests, host, cards)
         return actions
+
+    def refresh_udev(self, guests: list[dict], host: dict, ready: list[dict]) -> None:
+        """Each guest's own udev data made that of the cards it wants that are present now, once per guest start.
+
+        Attach and detach keep a running guest's records, but not what happened
+        while the agent or the guest was not running: after a host reboot the
+        directory still holds the records of a card unplugged meanwhile, or of
+        one that came back with another number (the ids are device numbers).
+        A wanted card udev has not finished yet keeps what it has: its attach
+        writes its records once it is ready.
+        """
+        done = {card["sys_path"] for card in ready}
+        for guest in guests:
+            if not guest.get("udev_dir") or self.refreshed.get(guest["name"]) == guest["pid"]:
+                continue
+            pending = {
+                ident
+                for card in host["cards"]
+                if card["sys_path"] not in done and plan.wants(guest, card)
+                for ident in udevdata.card_ids(card, host["shared_nodes"])
+            }
+            want = udevdata.records([c for c in ready if plan.wants(guest, c)], host["shared_nodes"])
+            try:
+                change = udevdata.plan(guest["udev_dir"], want)
+                if change is not None:
+                    change["remove"] = [ident for ident in change["remove"] if ident not in pending]
+                steps = udevdata.apply(change)
+            except (KioskError, OSError) as exc:
+                msg = exc.msg if isinstance(exc, KioskError) else str(exc)
+                self.log.error("guest '%s': refreshing its udev data failed: %s", guest["name"], msg)
+                continue
+            self.refreshed[guest["name"]] = guest["pid"]
+            for step in steps:
+                self.log.info("guest '%s' (on rescan): %s, from the cards present now", guest["name"], step)
 
     def apply(self, actions: list[dict], cause: str, clock: dict | None = None) -> None:
         for action in actions:

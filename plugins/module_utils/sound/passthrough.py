@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 
+from ansible_collections.kiosk.lxc.plugins.module_utils.common import text
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.guestfs import GuestPathError
 from ansible_collections.kiosk.lxc.plugins.module_utils.domain.manage import (
@@ -32,6 +33,8 @@ CHOICES = {
     "missing": ("fail", "ignore"),
     "state": ("present", "absent"),
 }
+# Host directories: a relative one would be taken from wherever the module runs, and bound into the guest.
+PATHS = ("host_dev_dir", "host_udev_dir", "udev_data_dir")
 
 
 def validate(params: dict) -> dict:
@@ -39,6 +42,9 @@ def validate(params: dict) -> dict:
     for option, choices in CHOICES.items():
         if params[option] not in choices:
             raise KioskError(f"Option {option}: {params[option]!r} is not one of {', '.join(choices)}")
+    for option in PATHS:
+        if params.get(option) is not None and not str(params[option]).startswith("/"):
+            raise KioskError(f"Option {option}: {text.quote(params[option])} is not an absolute path")
     checked = dict(params)
     if params.get("cards") is not None:
         checked["cards"] = [normalize_selector(s) for s in params["cards"]]

@@ -27,7 +27,8 @@ The directory is the host's: it is opened from / with common.guestfs
 (no link followed on the way) and must be owned by the agent's user; the
 files are written by common.files' one atomic writer. sound_passthrough and
 the guest module write the chosen cards' records; the hotplug agent adds a
-card's on attach and removes them on detach.
+card's on attach, removes them on detach, and refreshes a guest's directory
+from the cards present once per start of the guest and of the agent.
 
 Plain Python, no ansible imports.
 """

@@ -53,3 +53,11 @@ def test_udev_data_needs_the_hosts_udev_data_for_a_chosen_card(tmp_path):
     # neither sysfs nor absent needs it
     assert check_udev(validate(_params(tmp_path, host_udev_dir=missing, profile="sysfs")), {"chosen": [1]})
     assert check_udev(validate(_params(tmp_path, host_udev_dir=missing, state="absent")), {"chosen": [1]})
+
+
+@pytest.mark.parametrize("option", ["udev_data_dir", "host_dev_dir", "host_udev_dir"])
+def test_a_relative_directory_is_refused_naming_the_option(tmp_path, option):
+    """A relative path would be taken from wherever the module happens to run (and bound into the guest)."""
+    with pytest.raises(KioskError) as err:
+        validate(_params(tmp_path, **{option: "var/lib/kiosk-lxc/udev"}))
+    assert err.value.msg == f"Option {option}: 'var/lib/kiosk-lxc/udev' is not an absolute path"
