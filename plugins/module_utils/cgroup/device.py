@@ -109,8 +109,9 @@ def _stored(guest: manage.Guest) -> list:
 def rules_mutate(specs: list):
     """mutate(root) for manage.plan_edit: the guest's DEVICES_NS element holds exactly specs (none: no element).
 
-    The element is persist.metadata_xml's, in DEVICES_NS under its prefix; its rules stay in no
-    namespace, as setMetadata (which earlier versions used) stored them. Nothing else changes.
+    The element is persist.metadata_xml's, in DEVICES_NS under its prefix, its rules too: that is how
+    setMetadata (which earlier versions used) stored them, so a guest's element reads the same
+    whichever version wrote it. Nothing else changes.
     """
     text = persist.metadata_xml(specs)
 
@@ -118,7 +119,9 @@ def rules_mutate(specs: list):
         new = None
         if text is not None:
             new = xmldef.etree.Element(f"{{{persist.URI}}}{persist.ROOT}", nsmap={persist.PREFIX: persist.URI})
-            new.extend(xmldef.parse(text, "device rules"))
+            for rule in list(xmldef.parse(text, "device rules")):
+                rule.tag = f"{{{persist.URI}}}{rule.tag}"
+                new.append(rule)
         xmldef.set_metadata(root, f"{{{persist.URI}}}{persist.ROOT}", new)
 
     return mutate
