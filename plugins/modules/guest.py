@@ -209,6 +209,8 @@ options:
     description:
       - Remove (stop and undefine) the guests whose metadata names this O(kiosk) and that O(guests) does not list.
         Guests of other kiosks, and guests without that metadata, are never touched.
+      - Only this module records that metadata key; M(kiosk.lxc.lxc_domain) refuses to set it and keeps it as it is,
+        so a domain it defined is never pruned and it cannot hide a guest from prune.
     type: bool
     default: false
 notes:
@@ -283,7 +285,10 @@ report:
 
 import traceback
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule, _load_params, missing_required_lib
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+from ansible.module_utils.common.validation import check_type_dict
+from ansible.module_utils.errors import ArgumentValueError, ElementError, RequiredError
 from ansible_collections.kiosk.lxc.plugins.module_utils.common import results, text, virt
 from ansible_collections.kiosk.lxc.plugins.module_utils.common.errors import KioskError
 from ansible_collections.kiosk.lxc.plugins.module_utils.domain import manage
@@ -307,7 +312,64 @@ ARGUMENT_SPEC = {
 }
 
 
+def entry_problem(options: dict, entry, where: str) -> str | None:
+    """What ansible-core's own check of one entry refuses first, named by its path (`guests[2].network.ip`).
+
+    ansible-core names a suboption by its parents' names only (`found in 'guests -> network'`), not
+    by the entry's index; so each option is put to ansible-core's validator on its own, and its
+    suboptions, entry by entry, under their own path. None: ansible-core accepts the entry.
+    """
+    try:
+        entry = check_type_dict(entry)  # as ansible-core reads it: a dict, or k=v / JSON text
+    except TypeError:
+        return f"{where}: {entry!r} is not a valid dict"
+    unknown = sorted(set(entry) - set(options))
+    if unknown:
+        return f"{where}.{unknown[0]}: is not a field of this entry (its fields: {', '.join(options)})"
+    for key, option in options.items():
+        path = f"{where}.{key}"
+        flat = {k: v for k, v in option.items() if k != "options"}
+        result = ArgumentSpecValidator({key: flat}).validate({key: entry[key]} if key in entry else {})
+        if result.errors.errors:
+            error = result.errors.errors[0]
+            if isinstance(error, RequiredError):
+                return f"{path}: is required"
+            if isinstance(error, ArgumentValueError):
+                return f"{path}: {entry[key]!r} must be one of: {', '.join(map(str, option['choices']))}"
+            if isinstance(error, ElementError):
+                for i, item in enumerate(entry[key]):
+                    if ArgumentSpecValidator({key: {"type": option["elements"]}}).validate({key: item}).errors.errors:
+                        return f"{path}[{i}]: {item!r} is not a valid {option['elements']}"
+            return f"{path}: {entry[key]!r} is not a valid {option['type']}"
+        value = result.validated_parameters.get(key)
+        if option.get("options") and value is not None:
+            items = enumerate(value) if option["type"] == "list" else [(None, value)]
+            for i, item in items:
+                found = entry_problem(option["options"], item, path if i is None else f"{path}[{i}]")
+                if found:
+                    return found
+    return None
+
+
+def guests_problem(params) -> str | None:
+    """The first bad `guests` entry in the raw parameters, named by its index (None under validate-modules)."""
+    guests = (params or {}).get("guests")
+    if not isinstance(guests, list):
+        return None
+    for i, entry in enumerate(guests):
+        problem = entry_problem(spec.GUEST_OPTIONS, entry, f"guests[{i}]")
+        if problem:
+            return problem
+    return None
+
+
 def main():
+    # A bad entry fails naming guests[N].field, before ansible-core's own check (which names no index)
+    # and before anything is touched; that check, with the same options, still runs for the rest.
+    problem = guests_problem(_load_params())
+    if problem:
+        loose = dict(ARGUMENT_SPEC, guests={"type": "list", "elements": "raw", "default": []})
+        AnsibleModule(argument_spec=loose, supports_check_mode=True).fail_json(msg=problem)
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     p = module.params
     for lib, err in manage.missing_libs():

@@ -126,11 +126,15 @@ options:
     description:
       - Your key/values, kept in the guest's C(<metadata>) under the collection's XML namespace; replaces the ones
         set before. Values are stored as strings.
+      - The keys C(kiosk) and C(profile) are M(kiosk.lxc.guest)'s - the kiosk a guest belongs to (the guests its
+        O(kiosk.lxc.guest#module:prune) may remove) and the profile it keeps. They are refused here, and a guest's
+        stored ones are kept when this replaces the others.
     type: dict
   xml:
     description:
       - A whole domain XML instead of the options above (it cannot be combined with them). The UUID, generated
-        MACs and other namespaces' metadata of an existing guest are kept.
+        MACs and other namespaces' metadata of an existing guest are kept, and so are its metadata keys C(kiosk) and
+        C(profile) (see O(metadata)); the XML may not set those.
     type: str
   from_native:
     description:

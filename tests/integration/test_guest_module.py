@@ -145,6 +145,35 @@ def test_prune_removes_only_this_kiosks_unlisted_guests(libvirt_conn, lab, busyb
     assert run_module("kiosk.lxc.guest", args)["_status"] == "ok"
 
 
+def test_prune_trusts_only_the_mark_this_module_wrote(libvirt_conn, lab, busybox_rootfs):
+    """lxc_domain, whose metadata option a user sets, can neither claim a domain for a kiosk's prune
+    (metadata kiosk=<this kiosk>) nor hide one of its guests from it (its metadata replaced)."""
+    p = lab["prefix"]
+    kiosk = f"{lab['tag']}-kiosk"
+    mine = [{"name": f"{p}-keep", "profile": "privileged"}, {"name": f"{p}-gone", "profile": "privileged"}]
+    assert run_module("kiosk.lxc.guest", _args(lab, mine))["_status"] == "changed"
+    claimed = f"{p}-claimed"
+    lab["names"].append(claimed)
+    domain = {"name": claimed, "rootfs": str(busybox_rootfs()), "init": "/init", "state": "stopped"}
+    claim = run_module("kiosk.lxc.lxc_domain", dict(domain, metadata={"kiosk": kiosk, "role": "signage"}))
+    # The guest's own metadata, replaced by lxc_domain (the kiosk key with it, before).
+    hide = run_module("kiosk.lxc.lxc_domain", {"name": f"{p}-gone", "metadata": {"role": "spare"}})
+    assert hide["_status"] == "changed", hide.get("msg")
+
+    pruned = run_module("kiosk.lxc.guest", _args(lab, mine[:1], prune=True))
+    assert pruned["_status"] == "changed", pruned.get("msg")
+    assert [g["name"] for g in pruned["guests"] if g["actions"]] == [f"{p}-gone"]
+    left = {d.name() for d in libvirt_conn.listAllDomains()}
+    assert f"{p}-gone" not in left and f"{p}-keep" in left
+    # The claim was refused before anything was touched, naming the option.
+    assert claim["_status"] == "failed" and "metadata.kiosk is reserved" in claim["msg"], claim
+    assert claimed not in left
+    plain = run_module("kiosk.lxc.lxc_domain", dict(domain, metadata={"role": "signage"}))
+    assert plain["_status"] == "changed", plain.get("msg")
+    assert run_module("kiosk.lxc.guest", _args(lab, mine[:1], prune=True))["_status"] == "ok"
+    assert claimed in {d.name() for d in libvirt_conn.listAllDomains()}
+
+
 def test_a_guest_that_fails_to_start_is_named_and_the_others_are_served(libvirt_conn, lab):
     p = lab["prefix"]
     guests = [

@@ -75,6 +75,14 @@ CAPABILITIES = frozenset(
     ]
 )
 MEMORY_UNITS = {"kib": 1, "mib": 1024, "gib": 1024**2}
+# The metadata keys kiosk.lxc.guest records, and only it: prune removes a guest only when its `kiosk`
+# names the kiosk, and a guest keeps the `profile` (its privileges) recorded. lxc_domain refuses to set
+# them and keeps their stored values when it replaces its metadata, so no other module can mark a
+# domain as a kiosk's guest, hide one from its prune, or change the privileges it is given.
+GUEST_KEYS = {
+    "kiosk": "the kiosk the guest belongs to (whose prune may remove it)",
+    "profile": "the profile (privileges) the guest keeps",
+}
 # A new guest gets these where the options leave them out.
 NEW_GUEST_INIT = "/sbin/init"
 NEW_GUEST_MEMORY_KIB = 512 * 1024
@@ -117,6 +125,7 @@ class Spec:
     idmap: dict | None = None
     privnet: bool | None = None
     metadata: dict[str, str] | None = None
+    guest_keys: bool = False  # whether metadata sets GUEST_KEYS (kiosk.lxc.guest) or keeps the stored ones
     given: set = field(default_factory=set)
 
 
@@ -163,11 +172,14 @@ def _is_local(uri: str) -> bool:
     return not urlparse(uri or "").hostname
 
 
-def validate(params: dict) -> Spec:
-    """Check every option (module parameter names) and return a Spec; raises KioskError."""
+def validate(params: dict, *, guest_keys: bool = False) -> Spec:
+    """Check every option (module parameter names) and return a Spec; raises KioskError.
+
+    guest_keys: the caller is kiosk.lxc.guest, which alone sets the GUEST_KEYS of the metadata.
+    """
     name = validate_name(params.get("name"))
     given = {k for k in DEFINITION_OPTIONS if params.get(k) is not None}
-    spec = Spec(name=name, given=given)
+    spec = Spec(name=name, given=given, guest_keys=guest_keys)
     spec.state = params.get("state") or "running"
     check_choice(name, "state", spec.state, STATES)
     spec.restart = params.get("restart") or "on_change"
@@ -212,7 +224,7 @@ def validate(params: dict) -> Spec:
     if params.get("privnet") is not None:
         spec.privnet = bool(params["privnet"])
     if params.get("metadata") is not None:
-        spec.metadata = _validate_metadata(name, params["metadata"])
+        spec.metadata = _validate_metadata(name, params["metadata"], guest_keys)
     return spec
 
 
@@ -229,6 +241,13 @@ def _validate_xml(name: str, text):
         xmldef.ensure_child(root, "name").text = name
     elif xml_name != name:
         raise KioskError(f"Guest '{name}': xml names the guest {xml_name!r}, not {name!r}")
+    keys = {item.get("key") for meta in root.findall(f"metadata/{{{META_NS}}}metadata") for item in meta}
+    reserved = sorted(keys & set(GUEST_KEYS))
+    if reserved:
+        raise KioskError(
+            f"Guest '{name}': xml sets the metadata key {reserved[0]!r}, which only kiosk.lxc.guest records"
+            f" ({GUEST_KEYS[reserved[0]]}); leave it out, a defined guest's is kept"
+        )
     return root
 
 
@@ -331,13 +350,18 @@ def _validate_idmap(name: str, idmap) -> dict:
     return out
 
 
-def _validate_metadata(name: str, metadata) -> dict[str, str]:
+def _validate_metadata(name: str, metadata, guest_keys: bool) -> dict[str, str]:
     if not isinstance(metadata, dict):
         raise KioskError(f"Guest '{name}': metadata must be a dict of keys to values")
     out = {}
     for key, value in metadata.items():
         if not isinstance(key, str) or not key:
             raise KioskError(f"Guest '{name}': metadata keys must be non-empty strings")
+        if key in GUEST_KEYS and not guest_keys:
+            raise KioskError(
+                f"Guest '{name}': metadata.{key} is reserved: only kiosk.lxc.guest records it"
+                f" ({GUEST_KEYS[key]}); use another key"
+            )
         if isinstance(value, (dict, list)) or value is None:
             raise KioskError(f"Guest '{name}': metadata.{key} must be a string or a number")
         out[key] = str(value).lower() if isinstance(value, bool) else str(value)
@@ -370,12 +394,14 @@ def mutator(spec: Spec):
 
 
 def replace_with_xml(root, wanted) -> None:
-    """Make root the user's XML, keeping the stored metadata of other namespaces.
+    """Make root the user's XML, keeping the stored metadata of other namespaces and the GUEST_KEYS.
 
     Each <metadata> child in a namespace other than lxc_domain's belongs to
     another module (or tool): the stored element stays as it is; the XML's
-    element is used only for a namespace the guest has none of.
+    element is used only for a namespace the guest has none of. In lxc_domain's
+    own, the keys kiosk.lxc.guest records keep their stored values.
     """
+    kept = _stored_guest_keys(root)
     stored = {}
     meta = root.find("metadata")
     for child in meta if meta is not None else []:
@@ -386,6 +412,8 @@ def replace_with_xml(root, wanted) -> None:
     root.attrib.update(wanted.attrib)
     root.text = None
     root[:] = [copy.deepcopy(c) for c in wanted]
+    if kept:
+        _set_metadata(root, {**xmldef.metadata_items(root), **kept})
     if not stored:
         return
     meta = xmldef.ensure_child(root, "metadata")
@@ -429,7 +457,8 @@ def apply_spec(root, spec: Spec) -> None:
     if spec.privnet is not None or spec.capabilities is not None:
         _set_features(root, spec.privnet, spec.capabilities)
     if spec.metadata is not None:
-        _set_metadata(root, spec.metadata)
+        kept = {} if spec.guest_keys else _stored_guest_keys(root)
+        _set_metadata(root, {**spec.metadata, **kept})
 
 
 def _set_init_args(os_el, args: list[str]) -> None:
@@ -580,6 +609,11 @@ def _set_features(root, privnet: bool | None, caps: dict | None) -> None:
             etree.SubElement(el, cap, state="off")
     if len(features) == 0:
         root.remove(features)
+
+
+def _stored_guest_keys(root) -> dict[str, str]:
+    """The GUEST_KEYS items kiosk.lxc.guest recorded in a definition (lxc_domain keeps them)."""
+    return {k: v for k, v in xmldef.metadata_items(root).items() if k in GUEST_KEYS}
 
 
 def _set_metadata(root, metadata: dict[str, str]) -> None:

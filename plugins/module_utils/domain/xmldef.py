@@ -158,6 +158,12 @@ def ensure_child(parent, tag: str):
     return found if found is not None else _sub(parent, tag)
 
 
+def metadata_items(root) -> dict[str, str]:
+    """lxc_domain's metadata of a definition tree: its items, key to value."""
+    meta = root.find(f"metadata/{{{META_NS}}}metadata")
+    return {item.get("key"): item.text or "" for item in (meta if meta is not None else [])}
+
+
 def set_metadata(root, tag: str, new) -> None:
     """Put `new` in place of root's <metadata> child `tag` (a {namespace}name), or remove it when new is None.
 
@@ -375,7 +381,6 @@ def describe(root) -> dict:
     memory = root.find("memory")
     caps = root.find("features/capabilities")
     idmap = root.find("idmap")
-    meta = root.find(f"metadata/{{{META_NS}}}metadata")
     info = {
         "name": root.findtext("name"),
         "memory_kib": int(memory.text) if memory is not None else None,
@@ -399,7 +404,7 @@ def describe(root) -> dict:
             for el in root.findall("devices/hostdev")
             if el.get("mode") == "capabilities" and el.get("type") == "misc"
         ],
-        "metadata": {item.get("key"): item.text or "" for item in (meta if meta is not None else [])},
+        "metadata": metadata_items(root),
     }
     info["memory"] = format_kib(info["memory_kib"])
     return info

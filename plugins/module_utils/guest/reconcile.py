@@ -349,7 +349,7 @@ def _plan_definition(plan, guest, want, settings, *, profile, recorded, own_cgro
     elif profile.idmap == "none":
         params["idmap"] = {}
     plan.interfaces = [(i["bridge"], i["mac"]) for i in params["interfaces"]]
-    domain = domainspec.validate(params)
+    domain = domainspec.validate(params, guest_keys=True)  # the one writer of the kiosk and profile keys
     domain.rootfs = plan.rootfs
     mutators = [lambda root: domainspec.apply_spec(root, domain)]
     mutators += _antispoof(guest, want, mac, antispoof.port_name(f"{settings.kiosk}/{want.name}"))

@@ -325,3 +325,47 @@ def test_running_an_older_definition_is_a_pending_restart():
     on_change = plan_guest(running_guest(older), speclib.mutator(spec), state=None,
                            restart="on_change", autostart=None)  # fmt: skip
     assert on_change.actions == ["restart"]
+
+
+# ------------------------------------------------------------------ the keys only kiosk.lxc.guest writes
+GUEST_STORED = STORED.replace(
+    '<kiosk:item key="role">player</kiosk:item>',
+    '<kiosk:item key="kiosk">kiosk1</kiosk:item><kiosk:item key="profile">confined</kiosk:item>'
+    '<kiosk:item key="role">player</kiosk:item>',
+)
+
+
+def _items(define_xml: str) -> dict:
+    return xmldef.metadata_items(etree.fromstring(define_xml))
+
+
+@pytest.mark.parametrize("key", ["kiosk", "profile"])
+def test_lxc_domain_refuses_the_keys_kiosk_lxc_guest_records(key):
+    """A domain lxc_domain defines is never one prune may remove, nor given a profile by it."""
+    with pytest.raises(KioskError) as err:
+        speclib.validate({"name": "player1", "rootfs": "/", "metadata": {"role": "x", key: "kiosk1"}})
+    assert f"metadata.{key} is reserved" in err.value.msg and "\n" not in err.value.msg
+    xml = f"""<domain type='lxc'><name>player1</name><metadata><kiosk:metadata xmlns:kiosk="{META_NS}">
+      <kiosk:item key="role">x</kiosk:item><kiosk:item key="{key}">kiosk1</kiosk:item>
+      </kiosk:metadata></metadata></domain>"""
+    with pytest.raises(KioskError) as err:
+        speclib.validate({"name": "player1", "xml": xml})
+    assert f"xml sets the metadata key '{key}'" in err.value.msg and "\n" not in err.value.msg
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"metadata": {"role": "spare"}}, {"metadata": {}}, {"xml": "<domain type='lxc'><name>player1</name></domain>"}],
+)
+def test_lxc_domain_keeps_a_guests_kiosk_and_profile_when_it_replaces_its_metadata(options):
+    """A guest of kiosk.lxc.guest is not hidden from its prune by lxc_domain's metadata or xml."""
+    define_xml, *_rest = plan({"name": "player1", **options}, xml=GUEST_STORED)
+    items = _items(define_xml)
+    assert {k: items.get(k) for k in ("kiosk", "profile")} == {"kiosk": "kiosk1", "profile": "confined"}
+    assert items.get("role") == options.get("metadata", {}).get("role")
+
+
+def test_kiosk_lxc_guest_sets_its_keys():
+    spec = speclib.validate({"name": "player1", "metadata": {"kiosk": "kiosk2"}}, guest_keys=True)
+    define_xml, *_rest = plan_definition(stored_guest(GUEST_STORED), speclib.mutator(spec))
+    assert _items(define_xml) == {"kiosk": "kiosk2"}

@@ -41,6 +41,43 @@ def test_a_bad_field_is_named_by_its_index(entries, where, text):
     assert where in err.value.msg and text in err.value.msg and "\n" not in err.value.msg, err.value.msg
 
 
+@pytest.mark.parametrize(
+    ("entries", "message"),
+    [
+        ([{"name": "a"}, {"name": "b", "network": {"antispoof": "perhaps"}}],
+         "guests[1].network.antispoof: 'perhaps' is not a valid bool"),
+        ([{"name": "a", "state": "exploded"}], "guests[0].state: 'exploded' must be one of: running, stopped, absent"),
+        ([{"name": "a", "sound": {"cards": [{"usb": "0c76:161f"}, {"vendor": "x"}]}}],
+         "guests[0].sound.cards[1].vendor: is not a field of this entry (its fields: usb, id, name, path, serial)"),
+        ([{"name": "a", "sound": {"missing": "maybe"}}],
+         "guests[0].sound.missing: 'maybe' must be one of: fail, ignore"),
+        ([{"name": "a", "vcpu": "two"}], "guests[0].vcpu: 'two' is not a valid int"),
+        ([{"name": "a", "packages": {"mpv": 1}}], "guests[0].packages: {'mpv': 1} is not a valid list"),
+        ([{"name": "a"}, {"state": "running"}], "guests[1].name: is required"),
+        ([{"name": "a"}, ["b"]], "guests[1]: ['b'] is not a valid dict"),
+        ([{"name": "a", "sound": {"cards": [{"id": "x"}, "usb"]}}],
+         "guests[0].sound.cards[1]: 'usb' is not a valid dict"),
+    ],
+)  # fmt: skip
+def test_what_ansible_refuses_in_an_entry_is_named_by_its_index(entries, message):
+    """The module's first check, before ansible-core's own (whose message names no index)."""
+    assert guest_module.guests_problem({"kiosk": "k", "guests": entries}) == message
+
+
+@pytest.mark.parametrize(
+    "guests",
+    [
+        [{"name": "a", "vcpu": "2", "autostart": "yes", "network": {"antispoof": "false", "ip": "10.0.3.5"}}],
+        [{"name": "a", "sound": {"cards": [{"usb": "0c76:161f"}], "profile": "udev_data"}}, {"name": "b"}],
+        ["name=a state=stopped"],  # ansible-core reads k=v text as a dict
+        [],
+        None,  # under ansible-test's validate-modules, which reads no parameters
+    ],
+)
+def test_what_ansible_accepts_passes_the_first_check(guests):
+    assert guest_module.guests_problem(None if guests is None else {"guests": guests}) is None
+
+
 def test_a_good_entry_gets_the_defaults():
     (want,) = spec.validate([{"name": "p1", "packages": ["mpv", "mpv"], "sound": {}}], DEFAULTS)
     assert (want.memory, want.vcpu, want.init, want.autostart, want.bridge) == (
@@ -100,14 +137,14 @@ def _fields(options: dict, prefix: str = "") -> set[str]:
 def test_bad_inputs_has_a_case_for_every_field_of_a_guest_entry():
     """tests/bad_inputs.yml (run through Ansible, touching nothing) fails each field of a `guests` entry.
 
-    A case names the field as the module does (`guests[0].network.ip`), or, for what Ansible's own
-    argument validation refuses (types, choices), by its key alone, as Ansible's message does.
+    A case names the field by its index and path (`guests[0].network.ip`), as the module's message
+    does, Ansible's own checks of types and choices included.
     """
     cases = yaml.safe_load((REPO / "tests/bad_inputs.yml").read_text())
     named = set()
     for case in cases:
-        if case.get("module") == "kiosk.lxc.guest" and case.get("set") == "guests":
+        if case.get("module") == "kiosk.lxc.guest" and case["option"].startswith("guests["):
             named.add(re.sub(r"\[\d+\]", "", re.sub(r"^guests\[\d+\]\.", "", case["option"])))
     fields = _fields(spec.GUEST_OPTIONS)
-    missing = {f for f in fields if f not in named and f.rsplit(".", 1)[-1] not in named}
+    missing = fields - named
     assert missing == set(), f"no bad case in tests/bad_inputs.yml for guests[].{sorted(missing)}"
